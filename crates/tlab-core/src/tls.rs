@@ -1,0 +1,212 @@
+//! TLS for every transport: a self-signed identity made at start (ECDSA P-256, valid 14 days, so that browsers
+//! accept it by hash for WebTransport too) and client-side pinning by the certificate's SHA-256.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// The crypto provider every transport uses (ring), also installed as the process default so that libraries
+/// building their own TLS configuration (reqwest, tonic) find it.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            // Another library may have installed one first; ours is then unused as the default, which is fine.
+            let _ = CryptoProvider::install_default((*provider).clone());
+            provider
+        })
+        .clone()
+}
+
+/// A certificate and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    cert: CertificateDer<'static>,
+    key_pkcs8: Vec<u8>,
+    sha256: [u8; 32],
+}
+
+impl Identity {
+    /// A fresh self-signed ECDSA P-256 certificate for `names` (DNS names or IP addresses), valid from one hour ago
+    /// for 13 days (the WebTransport certificate-hash rule allows at most 14).
+    pub fn self_signed(names: &[&str]) -> Result<Self, Error> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).map_err(|e| Error::Tls(e.to_string()))?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(13);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::Tls(e.to_string()))?;
+        let cert = params.self_signed(&key).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Self::from_der(cert.der().clone(), key.serialize_der()))
+    }
+
+    /// An identity from a DER certificate and a PKCS#8 DER key.
+    pub fn from_der(cert: CertificateDer<'static>, key_pkcs8: Vec<u8>) -> Self {
+        let sha256 = Sha256::digest(cert.as_ref()).into();
+        Self { cert, key_pkcs8, sha256 }
+    }
+
+    /// The DER certificate.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.cert
+    }
+
+    /// The PKCS#8 DER private key.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
+    }
+
+    /// SHA-256 of the DER certificate.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// SHA-256 of the DER certificate as lowercase hex (what `tlab serve` prints).
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// A rustls server configuration presenting this identity, offering `alpn` protocols in order.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, Error> {
+        let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert.clone()], self.private_key())
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+}
+
+/// How a client checks the server certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertPin {
+    /// Accept only the certificate with this SHA-256 (the hash `tlab serve` prints).
+    Sha256([u8; 32]),
+    /// Accept any certificate (still encrypted, not authenticated). For experiments on a private link only.
+    AnyCertificate,
+}
+
+impl CertPin {
+    /// Parses 64 hex digits (colons allowed, as browsers print them).
+    pub fn from_hex(hex_digits: &str) -> Result<Self, Error> {
+        let cleaned: String = hex_digits.chars().filter(|c| *c != ':').collect();
+        let bytes = hex::decode(&cleaned).map_err(|e| Error::Config(format!("certificate hash `{hex_digits}`: {e}")))?;
+        let hash: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| Error::Config(format!("certificate hash `{hex_digits}` is not 32 bytes")))?;
+        Ok(Self::Sha256(hash))
+    }
+}
+
+/// A rustls client configuration that checks the server by `pin` and offers `alpn`.
+pub fn client_config(pin: &CertPin, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
+    let provider = crypto_provider();
+    let verifier = Arc::new(PinVerifier { pin: pin.clone(), provider: provider.clone() });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The server name to put in the TLS ClientHello: pinning makes the name irrelevant, so any valid one will do.
+pub fn server_name() -> ServerName<'static> {
+    ServerName::try_from("localhost").expect("valid DNS name")
+}
+
+#[derive(Debug)]
+struct PinVerifier {
+    pin: CertPin,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match &self.pin {
+            CertPin::AnyCertificate => Ok(ServerCertVerified::assertion()),
+            CertPin::Sha256(expected) => {
+                let actual: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+                if &actual == expected {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(rustls::Error::General(format!(
+                        "certificate SHA-256 {} does not match the pinned {}",
+                        hex::encode(actual),
+                        hex::encode(expected)
+                    )))
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_hash_matches_certificate() {
+        let id = Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        let expected: [u8; 32] = Sha256::digest(id.certificate().as_ref()).into();
+        assert_eq!(id.sha256(), expected);
+        assert_eq!(CertPin::from_hex(&id.sha256_hex()).unwrap(), CertPin::Sha256(expected));
+    }
+
+    #[test]
+    fn pin_parsing_accepts_colons_and_rejects_bad_lengths() {
+        let colons = ["ab"; 32].join(":");
+        assert_eq!(CertPin::from_hex(&colons).unwrap(), CertPin::Sha256([0xab; 32]));
+        assert!(matches!(CertPin::from_hex("abcd"), Err(Error::Config(_))));
+        assert!(matches!(CertPin::from_hex("zz"), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn configs_build() {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let server = id.server_config(&[b"h2"]).unwrap();
+        assert_eq!(server.alpn_protocols, vec![b"h2".to_vec()]);
+        let client = client_config(&CertPin::Sha256(id.sha256()), &[b"h2"]).unwrap();
+        assert_eq!(client.alpn_protocols, vec![b"h2".to_vec()]);
+    }
+}
