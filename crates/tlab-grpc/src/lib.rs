@@ -1,0 +1,1 @@
+//! gRPC transport of transport-lab (tonic): each logical stream is one RPC on a shared HTTP/2 channel.

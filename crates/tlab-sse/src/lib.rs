@@ -1,0 +1,1 @@
+//! SSE transport of transport-lab: server-to-client events (`text/event-stream`) and client-to-server HTTP POSTs, in modes `sse-h1` (one HTTP/1.1 connection per stream) and `sse-h2` (streams share one HTTP/2 connection).
