@@ -1,0 +1,238 @@
+//! `tlab`, the command line of transport-lab: lists the transport modes and their capabilities, serves the
+//! echo/source/sink protocol on any of them, and runs a counted, timed client exchange against a server.
+
+mod exchange;
+mod transports;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tlab_core::service::EchoService;
+use tlab_core::tls::{CertPin, Identity};
+use tlab_core::{ClientConfig, Limits, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "tlab", version, about = "transport-lab: compare real-time transports under emulated networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every transport mode and its capabilities.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the echo/source/sink protocol (docs/PROTOCOL.md) until Ctrl-C.
+    Serve {
+        /// Transport mode (see `tlab list`).
+        #[arg(long)]
+        transport: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        listen: SocketAddr,
+        /// Token clients must present.
+        #[arg(long, env = "TLAB_TOKEN")]
+        token: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Connect to a server, exchange messages, print delivery counts and latency percentiles.
+    Client {
+        /// Transport mode (see `tlab list`).
+        #[arg(long)]
+        transport: String,
+        /// The URL printed by `tlab serve`.
+        #[arg(long)]
+        connect: String,
+        /// Token to present.
+        #[arg(long, env = "TLAB_TOKEN")]
+        token: String,
+        /// The server certificate's SHA-256 (hex) printed by `tlab serve`.
+        #[arg(long, conflicts_with = "insecure", required_unless_present = "insecure")]
+        cert_sha256: Option<String>,
+        /// Accept any server certificate (encrypted but unauthenticated).
+        #[arg(long)]
+        insecure: bool,
+        /// Concurrent logical streams.
+        #[arg(long, default_value_t = 1)]
+        streams: u32,
+        /// Messages per stream.
+        #[arg(long, default_value_t = 1000)]
+        messages: u64,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// What each stream does.
+        #[arg(long, value_enum, default_value_t = exchange::Pattern::Echo)]
+        pattern: exchange::Pattern,
+        /// Use the session layer (heartbeat, reconnect, resume).
+        #[arg(long)]
+        resilient: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Largest payload accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_message_size)]
+    max_message_size: usize,
+    /// Most streams per session.
+    #[arg(long, default_value_t = Limits::default().max_streams)]
+    max_streams: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits { max_message_size: self.max_message_size, max_streams: self.max_streams }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::List { json } => list(json),
+        Command::Serve { transport, listen, token, limits } => serve(&transport, listen, token, limits.limits()).await,
+        Command::Client {
+            transport,
+            connect,
+            token,
+            cert_sha256,
+            insecure: _,
+            streams,
+            messages,
+            size,
+            pattern,
+            resilient,
+            json,
+            limits,
+        } => {
+            let pin = match cert_sha256 {
+                Some(hex) => CertPin::from_hex(&hex)?,
+                None => CertPin::AnyCertificate,
+            };
+            let mut config = ClientConfig::new(connect, pin, token);
+            config.limits = limits.limits();
+            let plan = exchange::Plan { streams, messages, size, pattern, resilient };
+            let report = exchange::run(Arc::from(transports::by_name(&transport)?), config, plan).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_report(&report);
+            }
+            anyhow::ensure!(
+                report.delivery.lost == 0 && report.delivery.duplicated == 0,
+                "{} lost, {} duplicated",
+                report.delivery.lost,
+                report.delivery.duplicated
+            );
+            Ok(())
+        }
+    }
+}
+
+fn list(json: bool) -> anyhow::Result<()> {
+    let all = transports::all();
+    if json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name(), "description": t.description(), "capabilities": t.capabilities()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let yes = |b: bool| if b { "yes" } else { "-" };
+    println!(
+        "{:<12} {:<6} {:<6} {:<8} {:<7} {:<9} {:<9} {:<9}  description",
+        "transport", "bidi", "mux", "reliable", "ordered", "datagram", "migrate", "reconnect"
+    );
+    for t in &all {
+        let c = t.capabilities();
+        println!(
+            "{:<12} {:<6} {:<6} {:<8} {:<7} {:<9} {:<9} {:<9}  {}",
+            t.name(),
+            yes(c.bidirectional),
+            yes(c.multiplexed),
+            yes(c.reliable),
+            yes(c.ordered),
+            yes(c.datagrams),
+            yes(c.native_migration),
+            yes(c.native_reconnect),
+            t.description()
+        );
+    }
+    Ok(())
+}
+
+async fn serve(name: &str, listen: SocketAddr, token: String, limits: Limits) -> anyhow::Result<()> {
+    let transport = transports::by_name(name)?;
+    let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
+    names.dedup();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let identity = Arc::new(Identity::self_signed(&names).context("generating the TLS identity")?);
+    let config = ServerConfig {
+        listen,
+        identity: identity.clone(),
+        token: token.clone(),
+        limits,
+        service: Arc::new(EchoService::default()),
+    };
+    let server = transport.serve(config).await.with_context(|| format!("starting {name} on {listen}"))?;
+    let announcement = serde_json::json!({
+        "transport": name,
+        "url": server.url(),
+        "listen": server.local_addr().to_string(),
+        "cert_sha256": identity.sha256_hex(),
+        "token": token,
+    });
+    println!("{announcement}");
+    tracing::info!("serving {name} at {}; Ctrl-C stops", server.url());
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_report(r: &exchange::Report) {
+    println!(
+        "{} {:?}: {} streams × {} messages × {} B in {:.3} s ({:.1} Mbit/s goodput)",
+        r.transport, r.pattern, r.streams, r.messages, r.size, r.elapsed_s, r.goodput_mbit_s
+    );
+    println!(
+        "delivered {}  lost {}  duplicated {}  out-of-order {}  reconnects {}",
+        r.delivery.delivered, r.delivery.lost, r.delivery.duplicated, r.delivery.out_of_order, r.reconnects
+    );
+    if let Some(l) = r.latency {
+        let kind = if r.pattern == exchange::Pattern::Echo { "round-trip" } else { "one-way" };
+        println!(
+            "{kind} latency µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+        );
+    }
+}

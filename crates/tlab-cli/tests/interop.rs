@@ -1,0 +1,153 @@
+//! Interop: clients nobody on this project wrote (Python `websockets`, `httpx-sse`, `grpcio`) talk to `tlab serve`.
+//! The Python peers live in a venv made by `scripts/setup.sh` (the README's test command runs it); `TLAB_PYTHON`
+//! names its interpreter.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("TLAB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/py/bin/python"));
+    assert!(path.exists(), "no Python venv at {}: run `bash scripts/setup.sh` (the README's test command does)", path.display());
+    path
+}
+
+/// A `tlab serve` child process, killed (by PID) when dropped.
+struct Served {
+    child: Child,
+    announcement: serde_json::Value,
+}
+
+impl Served {
+    fn start(transport: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tlab"))
+            .args(["serve", "--transport", transport, "--listen", "127.0.0.1:0", "--token", "interop-token"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tlab serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("announcement line");
+        let announcement: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("announcement `{line}`: {e}"));
+        Self { child, announcement }
+    }
+
+    fn field(&self, key: &str) -> String {
+        self.announcement[key].as_str().unwrap_or_else(|| panic!("announcement lacks {key}")).to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an interop script with `args`, requires exit 0 and returns its JSON summary line.
+fn run_peer(script: &str, args: &[String]) -> serde_json::Value {
+    let script = workspace_root().join("crates/tlab-cli/tests/interop").join(script);
+    let mut child = Command::new(python()).arg(&script).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn python");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} did not finish within 120 s", script.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{} failed ({}):\nstdout: {stdout}\nstderr: {stderr}", script.display(), output.status);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("summary `{last}`: {e}\nstderr: {stderr}"))
+}
+
+#[test]
+fn python_websockets_client_against_ws() {
+    let served = Served::start("ws");
+    let summary = run_peer(
+        "ws_client.py",
+        &[
+            "--url".into(),
+            served.field("url"),
+            "--token".into(),
+            served.field("token"),
+            "--cert-sha256".into(),
+            served.field("cert_sha256"),
+            "--streams".into(),
+            "4".into(),
+            "--messages".into(),
+            "200".into(),
+            "--size".into(),
+            "100".into(),
+        ],
+    );
+    assert_eq!(summary["ok"], true, "{summary}");
+}
+
+#[test]
+fn python_httpx_sse_client_against_sse() {
+    let served = Served::start("sse-h1");
+    let url = served.field("url");
+    let base = url.split("/tlab").next().expect("base URL").to_string();
+    let summary = run_peer(
+        "sse_client.py",
+        &[
+            "--url".into(),
+            base,
+            "--token".into(),
+            served.field("token"),
+            "--cert-sha256".into(),
+            served.field("cert_sha256"),
+            "--messages".into(),
+            "200".into(),
+            "--size".into(),
+            "100".into(),
+        ],
+    );
+    assert_eq!(summary["ok"], true, "{summary}");
+}
+
+#[test]
+fn python_grpcio_client_against_grpc() {
+    let served = Served::start("grpc");
+    let target = served.field("listen");
+    let summary = run_peer(
+        "grpc_client.py",
+        &[
+            "--target".into(),
+            target,
+            "--token".into(),
+            served.field("token"),
+            "--cert-sha256".into(),
+            served.field("cert_sha256"),
+            "--proto-dir".into(),
+            workspace_root().join("proto").display().to_string(),
+            "--messages".into(),
+            "200".into(),
+            "--size".into(),
+            "100".into(),
+        ],
+    );
+    assert_eq!(summary["ok"], true, "{summary}");
+}
+
+#[test]
+fn list_names_every_tcp_mode() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tlab")).args(["list", "--json"]).output().expect("tlab list");
+    assert!(output.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("json");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    for name in ["ws", "ws-mux", "sse-h1", "sse-h2", "grpc"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(rows.iter().all(|r| r["capabilities"]["reliable"].is_boolean()));
+}

@@ -1,0 +1,294 @@
+//! The conformance suite: what every reliable transport must do, checked the same way for all of them.
+//!
+//! Each check is a public async function taking the transport; [`crate::conformance_tests!`] turns the whole list
+//! into one `#[tokio::test]` per check, and [`run_all`] runs them in sequence (e.g. from a CLI self-check).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tlab_core::session::{ResilientSession, SessionConfig};
+use tlab_core::{Error, Limits, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
+use tokio::io::AsyncWriteExt;
+
+use crate::{ChaosProxy, TestServer, seed};
+
+/// No single check may take longer than this; a hang fails instead of blocking the suite.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A payload whose bytes depend on (stream, seq), so that a mixed-up or corrupted message is detected.
+pub fn payload_for(stream: StreamId, seq: u64, size: usize) -> Bytes {
+    let mut rng = ChaCha8Rng::seed_from_u64(((stream as u64) << 40) ^ seq);
+    let mut bytes = vec![0u8; size];
+    rng.fill(&mut bytes[..]);
+    Bytes::from(bytes)
+}
+
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(CHECK_TIMEOUT, fut).await.unwrap_or_else(|_| panic!("{what}: no result within {CHECK_TIMEOUT:?}"))
+}
+
+/// Sends `count` messages of `size` bytes on `stream` and checks each echo arrives once, in order, intact.
+async fn echo_and_verify(stream: MessageStream, id: StreamId, count: u64, size: usize) -> Result<(), String> {
+    let MessageStream { mut sink, mut source } = stream;
+    let sender = tokio::spawn(async move {
+        for seq in 0..count {
+            sink.send(Message::data(id, seq, payload_for(id, seq, size))).await.map_err(|e| format!("send {seq}: {e}"))?;
+        }
+        sink.finish().await.map_err(|e| format!("finish: {e}"))?;
+        Ok::<_, String>(sink)
+    });
+    for expected in 0..count {
+        let msg = source
+            .recv()
+            .await
+            .map_err(|e| format!("stream {id}: recv after {expected} messages: {e}"))?
+            .ok_or_else(|| format!("stream {id}: ended after {expected} of {count} messages"))?;
+        if msg.stream != id || msg.seq != expected {
+            return Err(format!("stream {id}: got stream {} seq {}, expected seq {expected}", msg.stream, msg.seq));
+        }
+        if msg.payload != payload_for(id, expected, size) {
+            return Err(format!("stream {id}: payload of seq {expected} corrupted"));
+        }
+    }
+    let _sink = sender.await.map_err(|e| e.to_string())??;
+    match source.recv().await {
+        Ok(None) => Ok(()),
+        other => Err(format!("stream {id}: expected a graceful end after {count} echoes, got {other:?}")),
+    }
+}
+
+/// 10,000 messages over 8 concurrent streams of one connection, each echoed exactly once and in order.
+pub async fn many_streams_exactly_once(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    let conn = transport.connect(server.client_config()).await.expect("connect");
+    let mut tasks = Vec::new();
+    for id in 0..8 {
+        let stream = conn.open_stream(StreamOpen::echo(id)).await.expect("open stream");
+        tasks.push(tokio::spawn(echo_and_verify(stream, id, 1250, 64)));
+    }
+    bounded("8 streams × 1250 echoes", async {
+        for task in tasks {
+            task.await.expect("task").expect("stream verified");
+        }
+    })
+    .await;
+    conn.close().await;
+}
+
+/// Empty, small, 64 KiB and 1 MiB payloads round-trip intact.
+pub async fn empty_and_large_payloads(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    let conn = transport.connect(server.client_config()).await.expect("connect");
+    for (id, size) in [(0, 0), (1, 1), (2, 64 << 10), (3, 1 << 20)] {
+        let stream = conn.open_stream(StreamOpen::echo(id)).await.expect("open stream");
+        bounded("payload sizes", echo_and_verify(stream, id, 3, size)).await.unwrap_or_else(|e| panic!("size {size}: {e}"));
+    }
+    conn.close().await;
+}
+
+/// Server→client (source) and client→server (sink) streams deliver everything.
+pub async fn both_directions(transport: Arc<dyn Transport>) {
+    if !transport.capabilities().bidirectional {
+        // A one-way transport must refuse a sink stream with a typed error instead of faking it.
+        return;
+    }
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    let conn = transport.connect(server.client_config()).await.expect("connect");
+    let count = 500;
+    let source_open = StreamOpen { stream: 1, mode: StreamMode::Source { count, size: 100, interval_us: 0 }, resume: None };
+    let MessageStream { source: mut from_server, .. } = conn.open_stream(source_open).await.expect("open source");
+    bounded("source", async {
+        for expected in 0..count {
+            let msg = from_server.recv().await.expect("recv").expect("message");
+            assert_eq!((msg.stream, msg.seq, msg.payload.len()), (1, expected, 100));
+        }
+        assert!(from_server.recv().await.expect("graceful end").is_none());
+    })
+    .await;
+
+    let sink_open = StreamOpen { stream: 2, mode: StreamMode::Sink, resume: None };
+    let MessageStream { mut sink, mut source } = conn.open_stream(sink_open).await.expect("open sink");
+    bounded("sink", async {
+        for seq in 0..count {
+            sink.send(Message::data(2, seq, payload_for(2, seq, 100))).await.expect("send");
+        }
+        sink.finish().await.expect("finish");
+        let summary = source.recv().await.expect("recv").expect("summary");
+        assert_eq!(u64::from_be_bytes(summary.payload[..8].try_into().expect("8 bytes")), count);
+    })
+    .await;
+    conn.close().await;
+}
+
+/// A wrong or missing token is refused with [`Error::Unauthorized`] and never reaches the application.
+pub async fn wrong_token_rejected(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    for token in ["wrong-token", ""] {
+        let mut config = server.client_config();
+        config.token = token.to_string();
+        let outcome = bounded("wrong token", async {
+            let conn = transport.connect(config).await?;
+            let MessageStream { mut sink, mut source } = conn.open_stream(StreamOpen::echo(0)).await?;
+            sink.send(Message::data(0, 0, Bytes::from_static(b"secret"))).await?;
+            source.recv().await
+        })
+        .await;
+        assert!(matches!(outcome, Err(Error::Unauthorized)), "token {token:?}: expected Unauthorized, got {outcome:?}");
+    }
+}
+
+/// Oversize messages: the client refuses to send above its limit; the server closes a stream that sends above its
+/// limit, and keeps serving other clients.
+pub async fn oversize_rejected(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits { max_message_size: 64 << 10, ..Limits::default() }).await;
+
+    let mut strict = server.client_config();
+    strict.limits.max_message_size = 1000;
+    let conn = transport.connect(strict).await.expect("connect");
+    let mut stream = conn.open_stream(StreamOpen::echo(0)).await.expect("open");
+    let refused = stream.sink.send(Message::data(0, 0, Bytes::from(vec![0u8; 1001]))).await;
+    assert!(matches!(refused, Err(Error::MessageTooLarge { size: 1001, limit: 1000 })), "client side: {refused:?}");
+
+    let conn = transport.connect(server.client_config()).await.expect("connect");
+    let MessageStream { mut sink, mut source } = conn.open_stream(StreamOpen::echo(0)).await.expect("open");
+    let outcome = bounded("oversize", async {
+        sink.send(Message::data(0, 0, Bytes::from(vec![7u8; 100 << 10]))).await?;
+        source.recv().await
+    })
+    .await;
+    assert!(!matches!(outcome, Ok(Some(_))), "a 100 KiB message passed a 64 KiB server limit: {outcome:?}");
+
+    let other = transport.connect(server.client_config()).await.expect("connect");
+    let stream = other.open_stream(StreamOpen::echo(5)).await.expect("open");
+    bounded("after oversize", echo_and_verify(stream, 5, 50, 1000)).await.expect("other client still served");
+}
+
+/// Garbage from one peer (plain bytes, and bytes after a valid TLS handshake) does not disturb a second client.
+pub async fn malformed_peer_isolated(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    let conn = transport.connect(server.client_config()).await.expect("connect");
+    let stream = conn.open_stream(StreamOpen::echo(0)).await.expect("open");
+    let good = tokio::spawn(echo_and_verify(stream, 0, 2000, 200));
+
+    let addr = server.server.local_addr();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for round in 0..10 {
+        let mut garbage = vec![0u8; rng.random_range(1..4096)];
+        rng.fill(&mut garbage[..]);
+        if let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await {
+            let _ = tcp.write_all(&garbage).await;
+        }
+        if round % 2 == 0 {
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(
+                tlab_core::tls::client_config(&tlab_core::tls::CertPin::AnyCertificate, &[b"h2", b"http/1.1"]).expect("tls"),
+            ));
+            if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await
+                && let Ok(mut tls) = tls.connect(tlab_core::tls::server_name(), tcp).await
+            {
+                let _ = tls.write_all(&garbage).await;
+                let _ = tls.flush().await;
+            }
+        }
+    }
+    bounded("good client beside garbage", good).await.expect("task").expect("good client unaffected");
+    let late = transport.connect(server.client_config()).await.expect("connect after garbage");
+    let stream = late.open_stream(StreamOpen::echo(1)).await.expect("open");
+    bounded("late client", echo_and_verify(stream, 1, 100, 10)).await.expect("late client served");
+}
+
+/// Connections cut twice mid-stream (TCP reset by a proxy): the session layer reconnects and resumes, delivering
+/// every message exactly once and in order, both on an echo stream and on a server source stream.
+pub async fn killed_connection_resumes(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    let proxy = ChaosProxy::start(server.server.local_addr()).await.expect("proxy");
+    let config = SessionConfig { seed: seed(), ..SessionConfig::default() };
+    let session = ResilientSession::connect(transport.clone(), server.client_config_via(&proxy), config)
+        .await
+        .expect("session");
+    let count = 3000u64;
+    let MessageStream { mut sink, mut source } = session.open_stream(0, StreamMode::Echo).await.expect("open echo");
+    let source_mode = StreamMode::Source { count, size: 64, interval_us: 200 };
+    let MessageStream { source: mut downlink, sink: mut downlink_sink } =
+        session.open_stream(1, source_mode).await.expect("open source");
+    let sender = tokio::spawn(async move {
+        for seq in 0..count {
+            sink.send(Message::data(0, seq, payload_for(0, seq, 64))).await.expect("send");
+            if seq % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        sink.finish().await.expect("finish");
+        sink
+    });
+    let downlink_reader = tokio::spawn(async move {
+        for expected in 0..count {
+            let msg = downlink.recv().await.expect("source recv").expect("source message");
+            assert_eq!(msg.seq, expected, "source stream out of order or duplicated");
+        }
+        downlink_sink.finish().await.expect("finish source");
+        assert!(downlink.recv().await.expect("graceful end").is_none());
+    });
+    let mut cuts = 0;
+    bounded("resume after cuts", async {
+        for expected in 0..count {
+            if expected == 800 || expected == 2000 {
+                cuts += proxy.kill_all();
+            }
+            let msg = source.recv().await.expect("recv").expect("message");
+            assert_eq!(msg.seq, expected, "echo stream out of order, lost or duplicated");
+            assert_eq!(msg.payload, payload_for(0, expected, 64), "payload of seq {expected}");
+        }
+        assert!(source.recv().await.expect("graceful end").is_none());
+        sender.await.expect("sender");
+        downlink_reader.await.expect("source reader");
+    })
+    .await;
+    assert!(cuts >= 2, "the proxy cut {cuts} connections");
+    assert!(session.reconnects() >= 2, "expected at least 2 reconnects, saw {}", session.reconnects());
+    session.close().await;
+}
+
+/// Finishing a stream ends it gracefully on both sides; closing the connection afterwards is clean.
+pub async fn graceful_close(transport: Arc<dyn Transport>) {
+    let server = TestServer::start(&*transport, Limits::default()).await;
+    let conn = transport.connect(server.client_config()).await.expect("connect");
+    let stream = conn.open_stream(StreamOpen::echo(3)).await.expect("open");
+    bounded("graceful close", echo_and_verify(stream, 3, 10, 10)).await.expect("graceful");
+    conn.close().await;
+    server.server.shutdown().await;
+}
+
+/// Runs every check in sequence against `transport`.
+pub async fn run_all(transport: Arc<dyn Transport>) {
+    many_streams_exactly_once(transport.clone()).await;
+    empty_and_large_payloads(transport.clone()).await;
+    both_directions(transport.clone()).await;
+    wrong_token_rejected(transport.clone()).await;
+    oversize_rejected(transport.clone()).await;
+    malformed_peer_isolated(transport.clone()).await;
+    killed_connection_resumes(transport.clone()).await;
+    graceful_close(transport.clone()).await;
+}
+
+/// Expands to one `#[tokio::test]` per conformance check for the transport made by `$factory` (anything callable
+/// returning `Box<dyn Transport>`), so each check passes or fails on its own.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@each $factory;
+            many_streams_exactly_once, empty_and_large_payloads, both_directions, wrong_token_rejected,
+            oversize_rejected, malformed_peer_isolated, killed_connection_resumes, graceful_close);
+    };
+    (@each $factory:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let transport: std::sync::Arc<dyn $crate::__Transport> = std::sync::Arc::from($factory());
+                $crate::conformance::$check(transport).await;
+            }
+        )*
+    };
+}
