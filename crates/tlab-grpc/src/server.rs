@@ -1,0 +1,399 @@
+//! The server: tonic over our own TLS accept loop, each RPC handed to [`ServerConfig::service`] on its own task.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tlab_core::message::MAX_STREAM_ID;
+use tlab_core::{
+    Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamMode, StreamOpen, StreamService,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Connected;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::proto::transport_server::{Transport as TransportRpc, TransportServer};
+use crate::proto::{Frame, SinkSummary, SourceRequest};
+use crate::wire::{
+    ALPN_H2, CHANNEL_CAPACITY, FRAME_OVERHEAD, MAX_STREAMS_METADATA, OPEN_METADATA, StreamSlot, error_from_status,
+    status_for, to_frame, to_message,
+};
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`tlab_core::Server::shutdown`] waits for tonic to wind down after the connections were cut.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds, starts the TLS accept loop and the tonic server.
+pub(crate) async fn serve(config: tlab_core::ServerConfig) -> Result<Box<dyn tlab_core::Server>, Error> {
+    let acceptor = TlsAcceptor::from(Arc::new(config.identity.server_config(&[ALPN_H2])?));
+    let expected_auth: AsciiMetadataValue = format!("Bearer {}", config.token)
+        .parse()
+        .map_err(|_| Error::Config("the token is not valid in an HTTP header".into()))?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+
+    let (conn_tx, conn_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (kill_tx, kill_rx) = watch::channel(());
+    let accept = tokio::spawn(accept_loop(listener, acceptor, conn_tx, kill_rx));
+
+    let handler = Handler { service: config.service, limits: config.limits };
+    let rpc = TransportServer::new(handler).max_decoding_message_size(config.limits.max_message_size + FRAME_OVERHEAD);
+    let authorize = move |req: Request<()>| {
+        if req.metadata().get("authorization") == Some(&expected_auth) {
+            Ok(req)
+        } else {
+            tracing::warn!(peer = ?req.extensions().get::<ConnInfo>().map(|c| c.peer), "RPC refused: missing or wrong token");
+            Err(Status::unauthenticated("missing or wrong bearer token"))
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        // One slot above the limit lets an excess RPC reach the handler, which refuses it with RESOURCE_EXHAUSTED;
+        // RPCs beyond that wait in the client's HTTP/2 queue for a free slot.
+        .max_concurrent_streams(config.limits.max_streams.saturating_add(1))
+        .http2_keepalive_interval(None)
+        .add_service(InterceptedService::new(rpc, authorize));
+    let serve = tokio::spawn(router.serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async {
+        let _ = stop_rx.await;
+    }));
+    Ok(Box::new(GrpcServer { local_addr, accept, serve, stop: Some(stop_tx), kill: Some(kill_tx) }))
+}
+
+/// Accepts TCP, runs each TLS handshake on its own task and hands finished connections to tonic.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    conns: mpsc::Sender<io::Result<ConnIo>>,
+    kill: watch::Receiver<()>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "TCP_NODELAY failed");
+        }
+        let (acceptor, conns, mut kill) = (acceptor.clone(), conns.clone(), kill.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let info = ConnInfo { peer, open_streams: Arc::default() };
+                    let killed = Box::pin(async move {
+                        let _ = kill.changed().await;
+                    });
+                    let _ = conns.send(Ok(ConnIo { tls, info, killed })).await;
+                }
+                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+struct GrpcServer {
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+    serve: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: Option<oneshot::Sender<()>>,
+    /// Dropping it cuts every connection (see [`ConnIo`]).
+    kill: Option<watch::Sender<()>>,
+}
+
+#[async_trait]
+impl tlab_core::Server for GrpcServer {
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.local_addr)
+    }
+
+    async fn shutdown(mut self: Box<Self>) {
+        self.accept.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.kill = None;
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut self.serve).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!("gRPC server did not stop in time"),
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.serve.abort();
+    }
+}
+
+/// What tonic puts into every request's extensions for this connection.
+#[derive(Clone)]
+struct ConnInfo {
+    peer: SocketAddr,
+    /// RPCs of this connection whose stream halves are alive, checked against `max_streams`.
+    open_streams: Arc<AtomicUsize>,
+}
+
+/// A server TLS connection that fails its reads once the server shuts down: tonic spawns the connection tasks
+/// itself, so this is how shutdown reaches them.
+struct ConnIo {
+    tls: TlsStream<TcpStream>,
+    info: ConnInfo,
+    killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Connected for ConnIo {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.killed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "server shut down")));
+        }
+        Pin::new(&mut self.tls).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tls).poll_shutdown(cx)
+    }
+}
+
+/// Responses flow from the service through this channel; the first `Err` ends the RPC with that status.
+type ResponseTx = mpsc::Sender<Result<Frame, Status>>;
+
+/// The RPC handlers: each turns its call into a [`StreamOpen`] plus a [`MessageStream`] for the service.
+struct Handler {
+    service: Arc<dyn StreamService>,
+    limits: Limits,
+}
+
+impl Handler {
+    /// Counts the RPC against its connection's `max_streams`, or refuses it with RESOURCE_EXHAUSTED.
+    fn admit<T>(&self, req: &Request<T>, stream: u32) -> Result<Option<Arc<StreamSlot>>, Status> {
+        let Some(conn) = req.extensions().get::<ConnInfo>() else {
+            return Ok(None);
+        };
+        StreamSlot::acquire(&conn.open_streams, &self.limits, stream).map(Some).map_err(|e| {
+            tracing::warn!(peer = %conn.peer, stream, error = %e, "stream refused");
+            let mut metadata = MetadataMap::new();
+            metadata.insert(MAX_STREAMS_METADATA, self.limits.max_streams.into());
+            Status::with_metadata(Code::ResourceExhausted, e.to_string(), metadata)
+        })
+    }
+
+    /// Runs the service on its own task; its responses go to `tx`, its requests come from `requests`.
+    fn spawn(
+        &self,
+        open: StreamOpen,
+        slot: Option<Arc<StreamSlot>>,
+        tx: ResponseTx,
+        requests: Option<Streaming<Frame>>,
+    ) {
+        let source = RequestSource {
+            requests,
+            errors: tx.downgrade(),
+            limits: self.limits,
+            stream: open.stream,
+            failed: None,
+            _slot: slot.clone(),
+        };
+        let sink = ResponseSink { tx: Some(tx), _slot: slot };
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            service.serve(open, MessageStream { sink: Box::new(sink), source: Box::new(source) }).await;
+        });
+    }
+}
+
+fn open_from_metadata(metadata: &MetadataMap) -> Result<Option<StreamOpen>, Status> {
+    let Some(value) = metadata.get(OPEN_METADATA) else {
+        return Ok(None);
+    };
+    let query = value.to_str().map_err(|_| Status::invalid_argument(format!("{OPEN_METADATA} is not ASCII")))?;
+    StreamOpen::from_query(query).map(Some).map_err(|e| {
+        tracing::warn!(error = %e, "bad {OPEN_METADATA}");
+        Status::invalid_argument(e.to_string())
+    })
+}
+
+#[async_trait]
+impl TransportRpc for Handler {
+    type StreamStream = ReceiverStream<Result<Frame, Status>>;
+    type SourceStream = ReceiverStream<Result<Frame, Status>>;
+
+    async fn stream(&self, req: Request<Streaming<Frame>>) -> Result<Response<Self::StreamStream>, Status> {
+        let open = open_from_metadata(req.metadata())?.unwrap_or(StreamOpen::echo(0));
+        let slot = self.admit(&req, open.stream)?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        self.spawn(open, slot, tx, Some(req.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn source(&self, req: Request<SourceRequest>) -> Result<Response<Self::SourceStream>, Status> {
+        let slot = self.admit(&req, req.get_ref().stream)?;
+        let SourceRequest { stream, count, size, interval_us } = req.into_inner();
+        if stream > MAX_STREAM_ID {
+            return Err(Status::invalid_argument(format!("stream id {stream} above {MAX_STREAM_ID}")));
+        }
+        let open =
+            StreamOpen { stream, mode: StreamMode::Source { count, size: size as usize, interval_us }, resume: None };
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        self.spawn(open, slot, tx, None);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn sink(&self, req: Request<Streaming<Frame>>) -> Result<Response<SinkSummary>, Status> {
+        let stream = open_from_metadata(req.metadata())?.map_or(0, |open| open.stream);
+        let slot = self.admit(&req, stream)?;
+        let (tx, mut rx) = mpsc::channel(1);
+        self.spawn(StreamOpen { stream, mode: StreamMode::Sink, resume: None }, slot, tx, Some(req.into_inner()));
+        // The service answers a sink with one message whose 8-byte big-endian payload is the count.
+        match rx.recv().await {
+            Some(Ok(frame)) => match <[u8; 8]>::try_from(&frame.payload[..]) {
+                Ok(count) => Ok(Response::new(SinkSummary { received: u64::from_be_bytes(count) })),
+                Err(_) => Err(Status::internal("the service's sink summary is not 8 bytes")),
+            },
+            Some(Err(status)) => Err(status),
+            None => Err(Status::internal("the service ended the sink without a summary")),
+        }
+    }
+}
+
+/// The service's sending half: frames into the response stream.
+struct ResponseSink {
+    tx: Option<ResponseTx>,
+    _slot: Option<Arc<StreamSlot>>,
+}
+
+#[async_trait]
+impl MessageSink for ResponseSink {
+    async fn send(&mut self, msg: Message) -> Result<(), Error> {
+        let tx = self.tx.as_ref().ok_or_else(|| Error::Closed("stream already finished".into()))?;
+        tx.send(Ok(to_frame(msg))).await.map_err(|_| Error::Closed("the RPC has ended".into()))
+    }
+
+    async fn finish(&mut self) -> Result<(), Error> {
+        // With the last sender gone the response stream ends and tonic sends the OK status.
+        self.tx = None;
+        Ok(())
+    }
+}
+
+/// The service's receiving half: frames of the request stream (none for `Source` calls).
+struct RequestSource {
+    requests: Option<Streaming<Frame>>,
+    /// Where a bad request is reported to the client, unless the service already finished its responses.
+    errors: mpsc::WeakSender<Result<Frame, Status>>,
+    limits: Limits,
+    stream: u32,
+    /// Set once the request stream failed; later calls repeat it.
+    failed: Option<String>,
+    _slot: Option<Arc<StreamSlot>>,
+}
+
+impl RequestSource {
+    /// Stops reading; later calls repeat `error`.
+    fn stop(&mut self, error: Error) -> Error {
+        self.requests = None;
+        self.failed = Some(error.to_string());
+        error
+    }
+
+    /// Logs why the client's request is refused, ends the RPC with `status` and stops reading.
+    fn refuse(&mut self, status: Status, error: Error) -> Error {
+        tracing::warn!(stream = self.stream, error = %error, "gRPC stream closed: bad request");
+        if let Some(tx) = self.errors.upgrade() {
+            // Off this task so that `recv` stays cancel-safe; the status queues behind responses already sent.
+            tokio::spawn(async move {
+                let _ = tx.send(Err(status)).await;
+            });
+        }
+        self.stop(error)
+    }
+}
+
+#[async_trait]
+impl MessageSource for RequestSource {
+    async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        let Some(requests) = self.requests.as_mut() else {
+            return match &self.failed {
+                Some(reason) => Err(Error::Closed(reason.clone())),
+                None => Ok(None),
+            };
+        };
+        match requests.message().await {
+            Ok(Some(frame)) => match to_message(frame, &self.limits) {
+                Ok(msg) => Ok(Some(msg)),
+                Err(e) => Err(self.refuse(status_for(&e), e)),
+            },
+            Ok(None) => Ok(None),
+            Err(status) => {
+                let error = Error::Protocol(status.message().to_string());
+                match status.code() {
+                    // tonic refuses a message above `max_decoding_message_size` from its length prefix alone.
+                    Code::OutOfRange => Err(self.refuse(Status::resource_exhausted(status.message()), error)),
+                    // Undecodable bytes; a broken connection also gives INTERNAL, but with the h2 error as source.
+                    Code::Internal if std::error::Error::source(&status).is_none() => {
+                        Err(self.refuse(Status::invalid_argument(status.message()), error))
+                    }
+                    _ => {
+                        tracing::debug!(stream = self.stream, %status, "request stream ended abnormally");
+                        Err(self.stop(error_from_status(&status, self.stream)))
+                    }
+                }
+            }
+        }
+    }
+}
