@@ -35,8 +35,11 @@ impl Default for EchoServiceConfig {
 #[derive(Default)]
 pub struct EchoService {
     config: EchoServiceConfig,
-    resumable: Mutex<HashMap<(u64, StreamId), Arc<Mutex<ResumableStream>>>>,
+    resumable: Mutex<HashMap<ResumeKey, Arc<Mutex<ResumableStream>>>>,
 }
+
+/// Resume state is per (session id, stream id).
+type ResumeKey = (u64, StreamId);
 
 #[derive(Default)]
 struct ResumableStream {

@@ -135,8 +135,9 @@ pub struct ResilientSession {
 impl ResilientSession {
     /// Connects once (so that a wrong token or certificate fails here, not in a retry loop).
     pub async fn connect(transport: Arc<dyn Transport>, client: ClientConfig, config: SessionConfig) -> Result<Self, Error> {
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let id = rng.random::<u64>() | 1;
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        // The id must differ between clients even when they share a jitter seed: the server keys resume state by it.
+        let id = rand::random::<u64>() | 1;
         let inner = Arc::new(Inner {
             transport,
             client,
@@ -343,7 +344,9 @@ impl StreamTask {
                                 if to_user.send(Ok(Some(msg))).await.is_err() {
                                     return Leave::Done;
                                 }
-                                self.state.ack_due().map(|n| Message::control(stream_id, ControlOp::Ack, n))
+                                // After finishing, our direction carries nothing more, not even acks.
+                                let ack = self.state.ack_due().filter(|_| !self.user_finished);
+                                ack.map(|n| Message::control(stream_id, ControlOp::Ack, n))
                             }
                             Incoming::Duplicate => None,
                             Incoming::Gap { expected } => {
@@ -355,7 +358,9 @@ impl StreamTask {
                             self.state.on_ack(msg.seq);
                             None
                         }
-                        (_, Some(ControlOp::Ping)) => Some(Message::control(stream_id, ControlOp::Pong, msg.seq)),
+                        (_, Some(ControlOp::Ping)) if !self.user_finished => {
+                            Some(Message::control(stream_id, ControlOp::Pong, msg.seq))
+                        }
                         _ => None,
                     };
                     if let Some(reply) = reply && let Err(e) = sink.send(reply).await {
@@ -365,6 +370,9 @@ impl StreamTask {
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > config.dead_after {
                         return Leave::Reconnect(Error::PeerDead(config.dead_after));
+                    }
+                    if self.user_finished {
+                        continue;
                     }
                     let ping = Message::control(stream_id, ControlOp::Ping, 0);
                     let ack = Message::control(stream_id, ControlOp::Ack, self.state.ack_now());
