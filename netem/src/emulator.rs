@@ -1,0 +1,243 @@
+//! The TUN backend: client and server in two network namespaces of this process, one TUN device in each, and one
+//! forwarding thread that moves every IP packet between them through the [`Link`] model.
+//!
+//! Real kernel TCP/UDP runs on both sides, so retransmission and loss recovery happen for real. The thread sleeps in
+//! `ppoll` with a nanosecond timeout and a 1 ns timer slack, and releases a packet only once its due time has come:
+//! never early. The TUN queues are long (txqueuelen 10000) so that the only queue that drops is the model's
+//! bottleneck.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags};
+
+use crate::io_error::IoError;
+use crate::namespace::NetNs;
+use crate::tun::Tun;
+use crate::{Counters, Direction, EventKind, Link};
+
+/// The client's address inside its namespace.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The server's address inside its namespace.
+pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The client's second address: where an address change moves it, and what a NAT rebinding makes it look like.
+pub const CLIENT_ALT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+
+const TUN_NAME: &str = "tlab0";
+/// Most packets read from one device before the loop looks at the other one and at due releases.
+const READ_BURST: usize = 64;
+
+/// Counters of both directions plus what the I/O layer itself saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkCounters {
+    /// Client → server, as counted by the model.
+    pub uplink: Counters,
+    /// Server → client, as counted by the model.
+    pub downlink: Counters,
+    /// Non-IPv4 packets (e.g. IPv6 noise) dropped before the model.
+    pub non_ipv4: u64,
+    /// Packets the receiving TUN refused (queue full or malformed after corruption).
+    pub write_refused: u64,
+    /// Address-change / NAT-rebind events that fired.
+    pub events: u64,
+}
+
+/// A running emulated link between two namespaces. Dropping it stops the thread; the namespaces disappear with the
+/// last handle.
+pub struct EmulatedLink {
+    client: Arc<NetNs>,
+    server: Arc<NetNs>,
+    counters: Arc<Mutex<LinkCounters>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), IoError>>>,
+    congestion_control: &'static str,
+}
+
+/// TCP congestion control wanted in both namespaces, best first. The host default may be BBR; a TCP-vs-QUIC
+/// comparison must run the same algorithm on both and say which. Some kernels allow only a subset inside a
+/// namespace (`net.ipv4.tcp_allowed_congestion_control`), hence the fallback.
+pub const CONGESTION_CONTROL_PREFERENCE: [&str; 2] = ["cubic", "reno"];
+
+impl EmulatedLink {
+    /// Creates both namespaces and devices and starts forwarding through `link`.
+    pub fn start(link: Link) -> Result<Self, IoError> {
+        let client = Arc::new(NetNs::new("client")?);
+        let server = Arc::new(NetNs::new("server")?);
+        for ns in [&client, &server] {
+            // IPv6 off before the device comes up, so it sends no router solicitations.
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        let congestion_control = CONGESTION_CONTROL_PREFERENCE
+            .into_iter()
+            .find(|cc| [&client, &server].iter().all(|ns| ns.sysctl("net.ipv4.tcp_congestion_control", cc).is_ok()))
+            .ok_or_else(|| IoError::Setup(format!("none of {CONGESTION_CONTROL_PREFERENCE:?} may be set in a namespace")))?;
+        let client_tun = client.run(|| Tun::create(TUN_NAME))??;
+        let server_tun = server.run(|| Tun::create(TUN_NAME))??;
+        for (ns, addrs) in [(&client, &[CLIENT_ADDR, CLIENT_ALT_ADDR][..]), (&server, &[SERVER_ADDR][..])] {
+            for addr in addrs {
+                ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", TUN_NAME])?;
+            }
+            ns.ip(&["link", "set", TUN_NAME, "mtu", "1500", "txqueuelen", "10000", "up"])?;
+        }
+        let counters = Arc::new(Mutex::new(LinkCounters::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let forwarder = Forwarder { link, client_tun, server_tun, counters: counters.clone(), stop: stop.clone(), nat: false };
+        let thread = std::thread::Builder::new()
+            .name("tlab-netem".into())
+            .spawn(move || forwarder.run())
+            .map_err(|e| IoError::io("spawning the forwarding thread", e))?;
+        Ok(Self { client, server, counters, stop, thread: Some(thread), congestion_control })
+    }
+
+    /// The TCP congestion control running in both namespaces (record it in results).
+    pub fn congestion_control(&self) -> &'static str {
+        self.congestion_control
+    }
+
+    /// The client's namespace.
+    pub fn client(&self) -> &Arc<NetNs> {
+        &self.client
+    }
+
+    /// The server's namespace.
+    pub fn server(&self) -> &Arc<NetNs> {
+        &self.server
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> LinkCounters {
+        *self.counters.lock().unwrap()
+    }
+
+    /// Stops forwarding and returns the final counters (or the error that stopped the thread).
+    pub fn stop(mut self) -> Result<LinkCounters, IoError> {
+        self.halt()?;
+        Ok(self.counters())
+    }
+
+    fn halt(&mut self) -> Result<(), IoError> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(thread) => thread.join().map_err(|_| IoError::Setup("forwarding thread panicked".into()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EmulatedLink {
+    fn drop(&mut self) {
+        if let Err(e) = self.halt() {
+            eprintln!("tlab-netem: forwarding stopped with an error: {e}");
+        }
+    }
+}
+
+struct Forwarder {
+    link: Link,
+    client_tun: Tun,
+    server_tun: Tun,
+    counters: Arc<Mutex<LinkCounters>>,
+    stop: Arc<AtomicBool>,
+    /// After a NAT rebinding the client's flows appear to come from [`CLIENT_ALT_ADDR`].
+    nat: bool,
+}
+
+impl Forwarder {
+    fn run(mut self) -> Result<(), IoError> {
+        // Wake-ups within a microsecond of the requested time instead of the default 50 µs slack.
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let start = Instant::now();
+        let mut buf = vec![0u8; 65_536];
+        let mut io = LinkCounters::default();
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = start.elapsed();
+            self.read_burst(Direction::Uplink, &mut buf, now, &mut io)?;
+            self.read_burst(Direction::Downlink, &mut buf, now, &mut io)?;
+            while let Some(event) = self.link.poll_event(now) {
+                io.events += 1;
+                if event.kind == EventKind::NatRebind {
+                    self.nat = true;
+                }
+            }
+            self.release_due(now, &mut io)?;
+            {
+                let mut shared = self.counters.lock().unwrap();
+                *shared = LinkCounters {
+                    uplink: *self.link.pipeline(Direction::Uplink).counters(),
+                    downlink: *self.link.pipeline(Direction::Downlink).counters(),
+                    ..io
+                };
+            }
+            self.wait(start)?;
+        }
+        Ok(())
+    }
+
+    fn read_burst(&mut self, direction: Direction, buf: &mut [u8], now: Duration, io: &mut LinkCounters) -> Result<(), IoError> {
+        let tun = match direction {
+            Direction::Uplink => &self.client_tun,
+            Direction::Downlink => &self.server_tun,
+        };
+        for _ in 0..READ_BURST {
+            let Some(n) = tun.recv(buf)? else { break };
+            if n == 0 || buf[0] >> 4 != 4 {
+                io.non_ipv4 += 1;
+                continue;
+            }
+            let mut packet = buf[..n].to_vec();
+            if self.nat {
+                // Packets the rewriter cannot parse (fragments, other protocols) pass unchanged.
+                let _unparsed = match direction {
+                    Direction::Uplink => crate::ipv4::rewrite_source(&mut packet, CLIENT_ALT_ADDR, None),
+                    Direction::Downlink => crate::ipv4::rewrite_destination(&mut packet, CLIENT_ADDR, None),
+                };
+            }
+            self.link.push(direction, packet, now);
+        }
+        Ok(())
+    }
+
+    fn release_due(&mut self, now: Duration, io: &mut LinkCounters) -> Result<(), IoError> {
+        while let Some(packet) = self.link.poll_release(Direction::Uplink, now) {
+            if !self.server_tun.send(&packet)? {
+                io.write_refused += 1;
+            }
+        }
+        while let Some(packet) = self.link.poll_release(Direction::Downlink, now) {
+            if !self.client_tun.send(&packet)? {
+                io.write_refused += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until a device is readable or the model's next due time (at most 10 ms, to notice `stop`).
+    fn wait(&self, start: Instant) -> Result<(), IoError> {
+        let now = start.elapsed();
+        let limit = Duration::from_millis(10);
+        let timeout = self.link.next_wakeup().map_or(limit, |due| due.saturating_sub(now).min(limit));
+        if timeout.is_zero() {
+            return Ok(());
+        }
+        let mut fds = [
+            PollFd::new(self.client_tun.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.server_tun.as_fd(), PollFlags::POLLIN),
+        ];
+        poll_precise(&mut fds, timeout)
+    }
+}
+
+/// `ppoll` with a nanosecond timeout (poll(2) only takes milliseconds, which would release packets up to 1 ms late).
+fn poll_precise(fds: &mut [PollFd<'_>], timeout: Duration) -> Result<(), IoError> {
+    let spec = nix::sys::time::TimeSpec::from_duration(timeout);
+    match nix::poll::ppoll(fds, Some(spec), None) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(IoError::os("ppoll", e)),
+    }
+}
+

@@ -1,0 +1,114 @@
+//! Network namespaces owned by this process. A namespace is created on a short-lived thread with
+//! `unshare(CLONE_NEWNET)` and kept alive only by an open file descriptor: it has no name under /var/run/netns, so
+//! when the process exits (even killed) the kernel destroys it and everything in it — nothing leaks.
+//!
+//! A namespace is per thread: code runs "inside" by running on a thread that called `setns`, and any socket, TUN
+//! device, child process or tokio runtime created there belongs to it.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::process::{Command, Output};
+
+use nix::sched::{CloneFlags, setns, unshare};
+
+use crate::io_error::IoError;
+
+/// An unnamed network namespace held by this process.
+#[derive(Debug)]
+pub struct NetNs {
+    fd: OwnedFd,
+    label: &'static str,
+}
+
+impl NetNs {
+    /// Creates a namespace with only a (down) loopback device, then brings `lo` up.
+    pub fn new(label: &'static str) -> Result<Self, IoError> {
+        let fd = std::thread::spawn(|| -> Result<OwnedFd, IoError> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| IoError::os("unshare(CLONE_NEWNET) (needs root or a user namespace)", e))?;
+            let file = File::open("/proc/thread-self/ns/net").map_err(|e| IoError::io("opening /proc/thread-self/ns/net", e))?;
+            Ok(OwnedFd::from(file))
+        })
+        .join()
+        .map_err(|_| IoError::Setup("namespace thread panicked".into()))??;
+        let ns = Self { fd, label };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Moves the calling thread into this namespace (for the rest of the thread's life).
+    pub fn enter(&self) -> Result<(), IoError> {
+        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|e| IoError::os("setns(CLONE_NEWNET)", e))
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns its result.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, IoError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    self.enter()?;
+                    Ok(f())
+                })
+                .join()
+                .map_err(|_| IoError::Setup(format!("thread in namespace {} panicked", self.label)))?
+        })
+    }
+
+    /// Runs a command inside this namespace and waits for it (a child forked from a thread in the namespace is in it).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<Output, IoError> {
+        let output = self
+            .run(|| Command::new(program).args(args).output())?
+            .map_err(|e| IoError::io(&format!("running {program}"), e))?;
+        Ok(output)
+    }
+
+    /// Runs `ip ARGS…` inside this namespace; a non-zero exit is an error carrying its stderr.
+    pub fn ip(&self, args: &[&str]) -> Result<(), IoError> {
+        self.checked("ip", args)
+    }
+
+    /// Sets a sysctl inside this namespace (`net.*` sysctls are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), IoError> {
+        self.checked("sysctl", &["-q", "-w", &format!("{key}={value}")])
+    }
+
+    fn checked(&self, program: &str, args: &[&str]) -> Result<(), IoError> {
+        let output = self.exec(program, args)?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(IoError::Command {
+                command: format!("{program} {}", args.join(" ")),
+                namespace: self.label,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_isolated_and_have_loopback_up() {
+        let a = NetNs::new("a").unwrap();
+        let b = NetNs::new("b").unwrap();
+        a.ip(&["link", "add", "tlabtest0", "type", "dummy"]).unwrap();
+        let in_a = a.exec("ip", &["-o", "link"]).unwrap();
+        let in_b = b.exec("ip", &["-o", "link"]).unwrap();
+        let (in_a, in_b) = (String::from_utf8_lossy(&in_a.stdout), String::from_utf8_lossy(&in_b.stdout));
+        assert!(in_a.contains("tlabtest0"), "{in_a}");
+        assert!(!in_b.contains("tlabtest0"), "{in_b}");
+        assert!(in_b.contains("lo:") && in_b.contains("UP"), "{in_b}");
+        let host = String::from_utf8_lossy(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).to_string();
+        assert!(!host.contains("tlabtest0"), "the device leaked into the host namespace");
+    }
+
+    #[test]
+    fn failing_commands_report_namespace_and_stderr() {
+        let ns = NetNs::new("client").unwrap();
+        let err = ns.ip(&["link", "set", "no-such-device", "up"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("client") && text.contains("no-such-device"), "{text}");
+    }
+}
