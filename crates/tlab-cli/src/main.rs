@@ -1,6 +1,7 @@
 //! `tlab`, the command line of transport-lab: lists the transport modes and their capabilities, serves the
 //! echo/source/sink protocol on any of them, and runs a counted, timed client exchange against a server.
 
+mod compare;
 mod exchange;
 mod transports;
 
@@ -41,6 +42,18 @@ enum Command {
         token: String,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Run the same exchanges on every transport over loopback and write a results directory with a report.
+    Compare {
+        /// Transport modes (default: all).
+        #[arg(long, value_delimiter = ',')]
+        transports: Vec<String>,
+        /// Messages per stream in each workload.
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        /// Results directory (default: results/compare-<UTC time>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Connect to a server, exchange messages, print delivery counts and latency percentiles.
     Client {
@@ -111,6 +124,14 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { json } => list(json),
+        Command::Compare { transports: names, messages, out } => {
+            let names = if names.is_empty() { transports::all().iter().map(|t| t.name().to_string()).collect() } else { names };
+            let out = out.unwrap_or_else(|| format!("results/compare-{}", utc_stamp()).into());
+            let report = compare::run(&names, &compare::default_workloads(messages), &out).await?;
+            println!("{}", std::fs::read_to_string(&report)?);
+            eprintln!("report written to {}", report.display());
+            Ok(())
+        }
         Command::Serve { transport, listen, token, limits } => serve(&transport, listen, token, limits.limits()).await,
         Command::Client {
             transport,
@@ -209,6 +230,23 @@ async fn serve(name: &str, listen: SocketAddr, token: String, limits: Limits) ->
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())
+}
+
+/// `YYYYMMDDTHHMMSSZ` for result directory names.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 async fn shutdown_signal() {
