@@ -15,6 +15,7 @@ mod link;
 mod pipeline;
 mod profile;
 mod seed;
+pub mod selftest;
 pub mod stage;
 pub mod trace;
 // The one place that needs `unsafe`: the TUNSETIFF ioctl (no safe wrapper exists in nix).

@@ -3,6 +3,7 @@
 
 mod compare;
 mod exchange;
+mod netem_cmd;
 mod transports;
 
 use std::net::SocketAddr;
@@ -54,6 +55,11 @@ enum Command {
         /// Results directory (default: results/compare-<UTC time>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+    },
+    /// The link emulator: run a command behind it, show profiles, calibrate.
+    Netem {
+        #[command(subcommand)]
+        command: netem_cmd::NetemCommand,
     },
     /// Connect to a server, exchange messages, print delivery counts and latency percentiles.
     Client {
@@ -124,6 +130,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { json } => list(json),
+        Command::Netem { command } => tokio::task::spawn_blocking(move || netem_cmd::run(command)).await?,
         Command::Compare { transports: names, messages, out } => {
             let names = if names.is_empty() { transports::all().iter().map(|t| t.name().to_string()).collect() } else { names };
             let out = out.unwrap_or_else(|| format!("results/compare-{}", utc_stamp()).into());
