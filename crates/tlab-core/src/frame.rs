@@ -38,13 +38,33 @@ pub fn encode(msg: &Message) -> Bytes {
 }
 
 /// Decodes exactly one frame occupying all of `bytes` (a WebSocket message, an SSE event, a POST body part).
+/// The payload is a slice of `bytes`: no copy.
 pub fn decode_exact(bytes: Bytes, max_payload: usize) -> Result<Message, Error> {
-    let mut buf = BytesMut::from(&bytes[..]);
-    match decode_next(&mut buf, max_payload)? {
-        Some(msg) if buf.is_empty() => Ok(msg),
-        Some(_) => Err(Error::Protocol(format!("{} trailing bytes after frame", buf.len()))),
-        None => Err(Error::Protocol(format!("truncated frame of {} bytes", bytes.len()))),
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::Protocol(format!("truncated frame of {} bytes", bytes.len())));
     }
+    let len = u32::from_be_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    if len > max_payload {
+        return Err(Error::MessageTooLarge { size: len, limit: max_payload });
+    }
+    match (HEADER_LEN + len).cmp(&bytes.len()) {
+        std::cmp::Ordering::Greater => Err(Error::Protocol(format!("truncated frame of {} bytes", bytes.len()))),
+        std::cmp::Ordering::Less => Err(Error::Protocol(format!("{} trailing bytes after frame", bytes.len() - HEADER_LEN - len))),
+        std::cmp::Ordering::Equal => parse(&bytes[4..HEADER_LEN], bytes.slice(HEADER_LEN..)),
+    }
+}
+
+/// Builds the message from the 20 header bytes after the length and the payload.
+fn parse(mut header: &[u8], payload: Bytes) -> Result<Message, Error> {
+    let stream_field = header.get_u32();
+    let seq = header.get_u64();
+    let sent_at = header.get_u64();
+    let kind = if stream_field & CONTROL_BIT != 0 { MessageKind::Control } else { MessageKind::Data };
+    let msg = Message { stream: stream_field & !CONTROL_BIT, seq, sent_at, kind, payload };
+    if kind == MessageKind::Control && msg.control_op().is_none() {
+        return Err(Error::Protocol(format!("unknown control operation on stream {}", msg.stream)));
+    }
+    Ok(msg)
 }
 
 /// Takes the next complete frame off the front of `buf`, or `None` when more bytes are needed.
@@ -61,17 +81,9 @@ pub fn decode_next(buf: &mut BytesMut, max_payload: usize) -> Result<Option<Mess
     if buf.len() < HEADER_LEN + len {
         return Ok(None);
     }
-    buf.advance(4);
-    let stream_field = buf.get_u32();
-    let seq = buf.get_u64();
-    let sent_at = buf.get_u64();
+    let header = buf.split_to(HEADER_LEN);
     let payload = buf.split_to(len).freeze();
-    let kind = if stream_field & CONTROL_BIT != 0 { MessageKind::Control } else { MessageKind::Data };
-    let msg = Message { stream: stream_field & !CONTROL_BIT, seq, sent_at, kind, payload };
-    if kind == MessageKind::Control && msg.control_op().is_none() {
-        return Err(Error::Protocol(format!("unknown control operation on stream {}", msg.stream)));
-    }
-    Ok(Some(msg))
+    parse(&header[4..], payload).map(Some)
 }
 
 #[cfg(test)]
