@@ -93,7 +93,7 @@ mod tests {
     fn namespaces_are_isolated_and_have_loopback_up() {
         let a = NetNs::new("a").unwrap();
         let b = NetNs::new("b").unwrap();
-        a.ip(&["link", "add", "tlabtest0", "type", "dummy"]).unwrap();
+        a.ip(&["link", "add", "tlabtest0", "type", "veth", "peer", "name", "tlabtest1"]).unwrap();
         let in_a = a.exec("ip", &["-o", "link"]).unwrap();
         let in_b = b.exec("ip", &["-o", "link"]).unwrap();
         let (in_a, in_b) = (String::from_utf8_lossy(&in_a.stdout), String::from_utf8_lossy(&in_b.stdout));
