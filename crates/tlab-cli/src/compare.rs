@@ -38,6 +38,7 @@ pub async fn run(names: &[String], workloads: &[Workload], out: &Path) -> anyhow
     let identity = Arc::new(Identity::self_signed(&["localhost", "127.0.0.1"])?);
     let mut runs = std::fs::File::create(out.join("runs.jsonl"))?;
     let mut reports = Vec::new();
+    let mut failures = Vec::new();
     let total = names.len() * workloads.len();
     for (i, name) in names.iter().enumerate() {
         let transport: Arc<dyn tlab_core::Transport> = Arc::from(transports::by_name(name)?);
@@ -52,22 +53,30 @@ pub async fn run(names: &[String], workloads: &[Workload], out: &Path) -> anyhow
         for (j, workload) in workloads.iter().enumerate() {
             eprintln!("[{}/{total}] {name} {}", i * workloads.len() + j + 1, workload.name);
             let client = ClientConfig::new(server.url(), CertPin::Sha256(identity.sha256()), "compare");
-            let report = exchange::run(transport.clone(), client, workload.plan)
-                .await
-                .with_context(|| format!("{name} {}", workload.name))?;
-            let mut row = serde_json::to_value(&report)?;
-            row["workload"] = workload.name.into();
-            writeln!(runs, "{row}")?;
-            reports.push((workload.name, report));
+            match exchange::run(transport.clone(), client, workload.plan).await {
+                Ok(report) => {
+                    let mut row = serde_json::to_value(&report)?;
+                    row["workload"] = workload.name.into();
+                    writeln!(runs, "{row}")?;
+                    reports.push((workload.name, report));
+                }
+                Err(e) => {
+                    // A failed cell is a result too: recorded with its error, and the comparison goes on.
+                    eprintln!("  failed: {e:#}");
+                    let row = serde_json::json!({"transport": name, "workload": workload.name, "error": format!("{e:#}")});
+                    writeln!(runs, "{row}")?;
+                    failures.push(format!("{name} {}: {e:#}", workload.name));
+                }
+            }
         }
         server.shutdown().await;
     }
     let report_path = out.join("report.md");
-    std::fs::write(&report_path, markdown(&reports))?;
+    std::fs::write(&report_path, markdown(&reports, &failures))?;
     Ok(report_path)
 }
 
-fn markdown(reports: &[(&str, Report)]) -> String {
+fn markdown(reports: &[(&str, Report)], failures: &[String]) -> String {
     let mut md = String::from("# transport-lab loopback comparison\n\n");
     md.push_str(&format!(
         "tlab {} · {} · unimpaired loopback, TLS on every transport. Latency: round trip for echo, one-way for \
@@ -83,6 +92,12 @@ fn markdown(reports: &[(&str, Report)]) -> String {
             "| {workload} | {} | {} | {} | {} | {p50} | {p99} | {p999} | {:.1} |\n",
             r.transport, r.delivery.delivered, r.delivery.lost, r.delivery.duplicated, r.goodput_mbit_s
         ));
+    }
+    if !failures.is_empty() {
+        md.push_str("\n**Failed cells** (recorded in runs.jsonl):\n\n");
+        for failure in failures {
+            md.push_str(&format!("- {failure}\n"));
+        }
     }
     md
 }

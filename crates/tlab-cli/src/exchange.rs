@@ -190,25 +190,36 @@ pub async fn run(transport: Arc<dyn Transport>, config: ClientConfig, plan: Plan
 
 async fn run_stream(id: StreamId, stream: MessageStream, plan: Plan) -> anyhow::Result<StreamOutcome> {
     let MessageStream { mut sink, mut source } = stream;
-    let payload = Bytes::from(vec![0x5Au8; plan.size]);
-    let sender = tokio::spawn(async move {
-        if plan.pattern != Pattern::Source {
+    let mut outcome = StreamOutcome { received: Vec::new(), latencies_ns: Vec::new() };
+    let (sender, mut source_sink) = if plan.pattern == Pattern::Source {
+        (None, Some(sink))
+    } else {
+        let payload = Bytes::from(vec![0x5Au8; plan.size]);
+        let sender = tokio::spawn(async move {
             for seq in 0..plan.messages {
                 sink.send(Message::data(id, seq, payload.clone())).await.with_context(|| format!("stream {id}: send {seq}"))?;
             }
+            sink.finish().await.with_context(|| format!("stream {id}: finish"))
+        });
+        (Some(sender), None)
+    };
+    loop {
+        if outcome.received.len() as u64 >= plan.messages
+            && let Some(mut sink) = source_sink.take()
+        {
+            // A source stream ends our empty direction once everything arrived (the session layer's server waits
+            // for it); a plain server may have closed the stream already, so a failure here is harmless.
+            let _ = sink.finish().await;
         }
-        sink.finish().await.with_context(|| format!("stream {id}: finish"))?;
-        anyhow::Ok(sink)
-    });
-    let mut outcome = StreamOutcome { received: Vec::new(), latencies_ns: Vec::new() };
-    while let Some(msg) = source.recv().await.with_context(|| format!("stream {id}: recv"))? {
-        let now = monotonic_ns();
+        let Some(msg) = source.recv().await.with_context(|| format!("stream {id}: recv"))? else { break };
         outcome.received.push(msg.seq);
         if plan.pattern != Pattern::Sink {
-            outcome.latencies_ns.push(now.saturating_sub(msg.sent_at));
+            outcome.latencies_ns.push(monotonic_ns().saturating_sub(msg.sent_at));
         }
     }
-    sender.await.context("sender task")??;
+    if let Some(sender) = sender {
+        sender.await.context("sender task")??;
+    }
     Ok(outcome)
 }
 
