@@ -2,9 +2,10 @@
 //! show every message delivered exactly once.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
-fn serve_and_exchange(transport: &str, pattern: &str, extra: &[&str]) -> serde_json::Value {
+/// Starts `tlab serve` with token `cli-token`; returns the child and its announcement line.
+fn serve(transport: &str) -> (Child, serde_json::Value) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_tlab"))
         .args(["serve", "--transport", transport, "--listen", "127.0.0.1:0", "--token", "cli-token"])
         .stdout(Stdio::piped())
@@ -12,7 +13,11 @@ fn serve_and_exchange(transport: &str, pattern: &str, extra: &[&str]) -> serde_j
         .expect("spawn tlab serve");
     let mut line = String::new();
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("announcement");
-    let announced: serde_json::Value = serde_json::from_str(&line).expect("announcement JSON");
+    (server, serde_json::from_str(&line).expect("announcement JSON"))
+}
+
+fn serve_and_exchange(transport: &str, pattern: &str, extra: &[&str]) -> serde_json::Value {
+    let (mut server, announced) = serve(transport);
     let output = Command::new(env!("CARGO_BIN_EXE_tlab"))
         .args(["client", "--transport", transport, "--token", "cli-token", "--json", "--pattern", pattern])
         .args(["--connect", announced["url"].as_str().expect("url")])
@@ -50,16 +55,9 @@ fn source_and_resilient_modes_through_the_cli() {
 
 #[test]
 fn wrong_certificate_hash_is_refused() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tlab"))
-        .args(["serve", "--transport", "ws", "--listen", "127.0.0.1:0", "--token", "t"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn tlab serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("announcement");
-    let announced: serde_json::Value = serde_json::from_str(&line).expect("announcement JSON");
+    let (mut server, announced) = serve("ws");
     let output = Command::new(env!("CARGO_BIN_EXE_tlab"))
-        .args(["client", "--transport", "ws", "--token", "t", "--messages", "1"])
+        .args(["client", "--transport", "ws", "--token", "cli-token", "--messages", "1"])
         .args(["--connect", announced["url"].as_str().expect("url")])
         .args(["--cert-sha256", &"00".repeat(32)])
         .output()

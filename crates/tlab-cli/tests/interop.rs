@@ -41,6 +41,14 @@ impl Served {
     fn field(&self, key: &str) -> String {
         self.announcement[key].as_str().unwrap_or_else(|| panic!("announcement lacks {key}")).to_string()
     }
+
+    /// `--token`, `--cert-sha256` and a small workload, plus `address_flag ADDRESS`.
+    fn peer_args(&self, address_flag: &str, address: String) -> Vec<String> {
+        let mut args = vec![address_flag.to_string(), address];
+        args.extend(["--token".into(), self.field("token"), "--cert-sha256".into(), self.field("cert_sha256")]);
+        args.extend(["--messages", "200", "--size", "100"].map(String::from));
+        args
+    }
 }
 
 impl Drop for Served {
@@ -73,23 +81,9 @@ fn run_peer(script: &str, args: &[String]) -> serde_json::Value {
 #[test]
 fn python_websockets_client_against_ws() {
     let served = Served::start("ws");
-    let summary = run_peer(
-        "ws_client.py",
-        &[
-            "--url".into(),
-            served.field("url"),
-            "--token".into(),
-            served.field("token"),
-            "--cert-sha256".into(),
-            served.field("cert_sha256"),
-            "--streams".into(),
-            "4".into(),
-            "--messages".into(),
-            "200".into(),
-            "--size".into(),
-            "100".into(),
-        ],
-    );
+    let mut args = served.peer_args("--url", served.field("url"));
+    args.extend(["--streams".into(), "4".into()]);
+    let summary = run_peer("ws_client.py", &args);
     assert_eq!(summary["ok"], true, "{summary}");
 }
 
@@ -98,45 +92,16 @@ fn python_httpx_sse_client_against_sse() {
     let served = Served::start("sse-h1");
     let url = served.field("url");
     let base = url.split("/tlab").next().expect("base URL").to_string();
-    let summary = run_peer(
-        "sse_client.py",
-        &[
-            "--url".into(),
-            base,
-            "--token".into(),
-            served.field("token"),
-            "--cert-sha256".into(),
-            served.field("cert_sha256"),
-            "--messages".into(),
-            "200".into(),
-            "--size".into(),
-            "100".into(),
-        ],
-    );
+    let summary = run_peer("sse_client.py", &served.peer_args("--url", base));
     assert_eq!(summary["ok"], true, "{summary}");
 }
 
 #[test]
 fn python_grpcio_client_against_grpc() {
     let served = Served::start("grpc");
-    let target = served.field("listen");
-    let summary = run_peer(
-        "grpc_client.py",
-        &[
-            "--target".into(),
-            target,
-            "--token".into(),
-            served.field("token"),
-            "--cert-sha256".into(),
-            served.field("cert_sha256"),
-            "--proto-dir".into(),
-            workspace_root().join("proto").display().to_string(),
-            "--messages".into(),
-            "200".into(),
-            "--size".into(),
-            "100".into(),
-        ],
-    );
+    let mut args = served.peer_args("--target", served.field("listen"));
+    args.extend(["--proto-dir".into(), workspace_root().join("proto").display().to_string()]);
+    let summary = run_peer("grpc_client.py", &args);
     assert_eq!(summary["ok"], true, "{summary}");
 }
 
