@@ -43,6 +43,11 @@ pub trait Connection: Send + Sync {
     async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error>;
     /// Closes gracefully.
     async fn close(&self);
+    /// Moves the connection to a new local address (connection migration) without re-establishing it.
+    /// Transports without native migration refuse; the session layer's reconnect + resume is their fallback.
+    async fn rebind(&self, _local: SocketAddr) -> Result<(), Error> {
+        Err(Error::Unsupported("connection migration (rebinding to a new local address)"))
+    }
 }
 
 /// A running server.
