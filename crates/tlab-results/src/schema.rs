@@ -1,0 +1,237 @@
+//! The records of a results directory (see docs/RESULTS.md).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::LatencyHistogram;
+use crate::stats::MeanCi;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Completed; its metrics are valid.
+    Ok,
+    /// Failed with an error (recorded); the suite went on.
+    Failed,
+    /// Exceeded the per-cell timeout (recorded); the suite went on.
+    Timeout,
+}
+
+/// One line of `runs.jsonl`: one repetition of one cell of the suite's matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Suite name.
+    pub suite: String,
+    /// Experiment kind (latency, hol, ordering, migration, handshake, overhead, outage).
+    pub experiment: String,
+    /// Experiment parameters of this cell (streams, size, rate…).
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Transport mode.
+    pub transport: String,
+    /// Link profile name.
+    pub profile: String,
+    /// Repetition index, from 0.
+    pub repetition: u32,
+    /// The seed this repetition ran with (derived from the suite seed).
+    pub seed: u64,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The error, for failed and timed-out runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Wall time of the run, seconds.
+    pub duration_s: f64,
+    /// Scalar metrics by name (units in the name: `_us`, `_ms`, `_mbit_s`, ratios unitless).
+    pub metrics: BTreeMap<String, f64>,
+    /// Raw latency histograms by name (µs buckets), from which every latency figure is recomputed.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, LatencyHistogram>,
+    /// Time series by name, e.g. message arrivals around a migration: `(t_ms, value)` points.
+    #[serde(default)]
+    pub series: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+impl RunRecord {
+    /// The cell this run belongs to: everything but the repetition and seed.
+    pub fn cell_key(&self) -> (String, String, String, String) {
+        let params = serde_json::to_string(&self.params).expect("params serialize");
+        (self.experiment.clone(), params, self.transport.clone(), self.profile.clone())
+    }
+}
+
+/// One row of `summary.csv`: one metric of one cell, over its successful repetitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    /// Experiment kind.
+    pub experiment: String,
+    /// Parameters, as compact JSON.
+    pub params: String,
+    /// Transport mode.
+    pub transport: String,
+    /// Profile.
+    pub profile: String,
+    /// Metric name.
+    pub metric: String,
+    /// Mean over repetitions.
+    pub mean: f64,
+    /// Half-width of the 95 % CI over repetitions (0 with a single repetition).
+    pub ci95: f64,
+    /// Successful repetitions.
+    pub n: usize,
+    /// Repetitions that failed or timed out.
+    pub failed: usize,
+}
+
+/// Groups runs into cells and summarizes every metric as mean ± 95 % CI, in first-seen cell order.
+pub fn summarize(records: &[RunRecord]) -> Vec<SummaryRow> {
+    let mut order = Vec::new();
+    let mut cells: BTreeMap<(String, String, String, String), Vec<&RunRecord>> = BTreeMap::new();
+    for record in records {
+        let key = record.cell_key();
+        if !cells.contains_key(&key) {
+            order.push(key.clone());
+        }
+        cells.entry(key).or_default().push(record);
+    }
+    let mut rows = Vec::new();
+    for key in order {
+        let runs = &cells[&key];
+        let ok: Vec<_> = runs.iter().filter(|r| r.status == RunStatus::Ok).collect();
+        let failed = runs.len() - ok.len();
+        let mut metrics: Vec<&String> = ok.iter().flat_map(|r| r.metrics.keys()).collect();
+        metrics.sort();
+        metrics.dedup();
+        for metric in metrics {
+            let values: Vec<f64> = ok.iter().filter_map(|r| r.metrics.get(metric).copied()).filter(|v| v.is_finite()).collect();
+            if let Some(ci) = MeanCi::of(&values) {
+                rows.push(SummaryRow {
+                    experiment: key.0.clone(),
+                    params: key.1.clone(),
+                    transport: key.2.clone(),
+                    profile: key.3.clone(),
+                    metric: metric.clone(),
+                    mean: ci.mean,
+                    ci95: ci.ci95,
+                    n: ci.n,
+                    failed,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// A profile as it ran: name, where it came from, its text and the text's SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// Profile name.
+    pub name: String,
+    /// File path or `builtin:NAME`.
+    pub origin: String,
+    /// SHA-256 of `text`, hex.
+    pub sha256: String,
+    /// The profile file's contents.
+    pub text: String,
+}
+
+/// One run of `tlab run` that contributed to a (possibly merged) results directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestPart {
+    /// `I/N` shard, or `all`.
+    pub shard: String,
+    /// Host name of the machine.
+    pub host: String,
+    /// When it started (UTC, ISO 8601).
+    pub started_utc: String,
+    /// Runs it produced.
+    pub runs: usize,
+}
+
+/// `manifest.json`: everything needed to cite and reproduce a results directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// tlab version.
+    pub tlab_version: String,
+    /// Git commit of the source tree, if known.
+    pub git_commit: Option<String>,
+    /// True when the tree had uncommitted changes.
+    pub git_dirty: Option<bool>,
+    /// Suite name.
+    pub suite: String,
+    /// Suite file path as given.
+    pub suite_file: String,
+    /// SHA-256 of the suite file, hex.
+    pub suite_sha256: String,
+    /// The suite file's contents.
+    pub suite_text: String,
+    /// Every profile the suite used.
+    pub profiles: Vec<ProfileRecord>,
+    /// The suite seed (repetitions derive theirs from it).
+    pub seed: u64,
+    /// `uname -sr`.
+    pub kernel: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Logical CPU cores.
+    pub cores: usize,
+    /// Link emulator backend that ran (tun, kernel, or none for loopback).
+    pub emulator_backend: String,
+    /// TCP congestion control in the namespaces (QUIC uses the same algorithm where the transport allows).
+    pub congestion_control: String,
+    /// The runs that produced this directory (several after `tlab merge`).
+    pub parts: Vec<ManifestPart>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(transport: &str, repetition: u32, p99: f64, status: RunStatus) -> RunRecord {
+        let mut histogram = LatencyHistogram::new();
+        histogram.record_ns(1_000_000);
+        RunRecord {
+            suite: "t".into(),
+            experiment: "latency".into(),
+            params: BTreeMap::from([("size".to_string(), serde_json::json!(256))]),
+            transport: transport.into(),
+            profile: "clean".into(),
+            repetition,
+            seed: 7 + repetition as u64,
+            status,
+            error: (status != RunStatus::Ok).then(|| "boom".to_string()),
+            duration_s: 1.0,
+            metrics: BTreeMap::from([("p99_us".to_string(), p99)]),
+            histograms: BTreeMap::from([("latency".to_string(), histogram)]),
+            series: BTreeMap::from([("arrivals".to_string(), vec![(0.0, 1.0), (2.5, 2.0)])]),
+        }
+    }
+
+    #[test]
+    fn run_record_round_trips_through_json() {
+        let original = record("ws", 0, 1234.0, RunStatus::Failed);
+        let line = serde_json::to_string(&original).unwrap();
+        let back: RunRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), line);
+        assert_eq!(back.status, RunStatus::Failed);
+        assert_eq!(back.histograms["latency"].len(), 1);
+        assert!(line.contains("\"status\":\"failed\""));
+    }
+
+    #[test]
+    fn summary_groups_cells_and_excludes_failures() {
+        let records = vec![
+            record("ws", 0, 10.0, RunStatus::Ok),
+            record("ws", 1, 12.0, RunStatus::Ok),
+            record("ws", 2, 14.0, RunStatus::Ok),
+            record("ws", 3, 999.0, RunStatus::Timeout),
+            record("grpc", 0, 5.0, RunStatus::Ok),
+        ];
+        let rows = summarize(&records);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].transport.as_str(), rows[0].mean, rows[0].n, rows[0].failed), ("ws", 12.0, 3, 1));
+        assert!((rows[0].ci95 - 4.9687).abs() < 1e-3);
+        assert_eq!((rows[1].transport.as_str(), rows[1].mean, rows[1].ci95), ("grpc", 5.0, 0.0));
+    }
+}
