@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use tlab_benches::raw_sse::Http;
-use tlab_benches::{EchoPair, EchoReceiver, EchoSender, raw_grpc, raw_sse, raw_ws, tlab};
+use tlab_benches::{EchoPair, EchoReceiver, EchoSender, raw_grpc, raw_quic, raw_sse, raw_ws, tlab};
 use tlab_grpc::GrpcTransport;
+use tlab_quic::QuicTransport;
 use tlab_sse::SseTransport;
 use tlab_ws::WsTransport;
 use tokio::runtime::Runtime;
@@ -50,6 +51,8 @@ fn transports(c: &mut Criterion) {
     bench(c, &rt, "sse-h1", "raw", raw_sse::pair(Http::V1));
     bench(c, &rt, "sse-h2", "tlab", tlab::pair(&SseTransport::http2()));
     bench(c, &rt, "sse-h2", "raw", raw_sse::pair(Http::V2));
+    bench(c, &rt, "quic", "tlab", tlab::pair(&QuicTransport::new()));
+    bench(c, &rt, "quic", "raw", raw_quic::pair());
 }
 
 fn main() {

@@ -1,8 +1,8 @@
 //! `tlab-benches` measures what the transport-lab abstraction costs: for each transport it runs the same loopback
 //! echo workload once through our adapter ([`tlab`], i.e. [`tlab_core::Transport`] against
 //! [`tlab_core::service::EchoService`]) and once written directly on the raw library ([`raw_ws`]
-//! tokio-tungstenite, [`raw_grpc`] tonic, [`raw_sse`] axum + reqwest), both over the same rustls TLS. The criterion
-//! harness is `benches/transports.rs` (`cargo bench -p tlab-benches --bench transports`);
+//! tokio-tungstenite, [`raw_grpc`] tonic, [`raw_sse`] axum + reqwest, [`raw_quic`] quinn), both over the same rustls
+//! TLS. The criterion harness is `benches/transports.rs` (`cargo bench -p tlab-benches --bench transports`);
 //! `scripts/bench-ratios.py` turns its results into the ratio table of the README.
 //!
 //! A workload is an [`EchoPair`]: a sender that sends message `seq` (256 payload bytes) and a receiver that returns
@@ -10,6 +10,7 @@
 //! the harness adds the same (negligible) cost to each.
 
 pub mod raw_grpc;
+pub mod raw_quic;
 pub mod raw_sse;
 pub mod raw_ws;
 pub mod tlab;

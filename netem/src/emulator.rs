@@ -5,11 +5,16 @@
 //! `ppoll` with a nanosecond timeout and a 1 ns timer slack, and releases a packet only once its due time has come:
 //! never early. The TUN queues are long (txqueuelen 10000) so that the only queue that drops is the model's
 //! bottleneck.
+//!
+//! Schedule events: a NAT rebinding is rewritten in the forwarder (the client's source becomes [`CLIENT_ALT_ADDR`],
+//! replies are mapped back). An address change makes the forwarder drop everything from or to [`CLIENT_ADDR`] at
+//! once, while a control thread (commands would stall forwarding) removes that address from the client's device
+//! and aborts its TCP connections: QUIC-style UDP flows continue from the new address, TCP must reconnect.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,7 @@ use nix::poll::{PollFd, PollFlags};
 use crate::io_error::IoError;
 use crate::namespace::NetNs;
 use crate::tun::Tun;
-use crate::{Counters, Direction, EventKind, Link};
+use crate::{Counters, Direction, EventKind, Link, Packet};
 
 /// The client's address inside its namespace.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -27,7 +32,8 @@ pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The client's second address: where an address change moves it, and what a NAT rebinding makes it look like.
 pub const CLIENT_ALT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 
-const TUN_NAME: &str = "tlab0";
+/// The link's device in each namespace (a TUN device, or a veth end for the kernel backend).
+pub(crate) const DEVICE: &str = "tlab0";
 /// Most packets read from one device before the loop looks at the other one and at due releases.
 const READ_BURST: usize = 64;
 
@@ -44,6 +50,50 @@ pub struct LinkCounters {
     pub write_refused: u64,
     /// Address-change / NAT-rebind events that fired.
     pub events: u64,
+    /// Packets from or to the client's old address after an address change, dropped: that address is gone.
+    pub old_address_dropped: u64,
+}
+
+/// Both namespaces with IPv6 off, secondary-address promotion on and the same TCP congestion control; returns it.
+pub(crate) fn prepare_namespaces() -> Result<(Arc<NetNs>, Arc<NetNs>, &'static str), IoError> {
+    let client = Arc::new(NetNs::new("client")?);
+    let server = Arc::new(NetNs::new("server")?);
+    for ns in [&client, &server] {
+        // IPv6 off before the device comes up, so it sends no router solicitations.
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        // Deleting the client's primary address on an address change must keep (promote) the secondary one.
+        ns.sysctl("net.ipv4.conf.default.promote_secondaries", "1")?;
+    }
+    let congestion_control = CONGESTION_CONTROL_PREFERENCE
+        .into_iter()
+        .find(|cc| [&client, &server].iter().all(|ns| ns.sysctl("net.ipv4.tcp_congestion_control", cc).is_ok()))
+        .ok_or_else(|| IoError::Setup(format!("none of {CONGESTION_CONTROL_PREFERENCE:?} may be set in a namespace")))?;
+    Ok((client, server, congestion_control))
+}
+
+/// Addresses on [`DEVICE`] in both namespaces (the client gets its alternative address too), long queue, up.
+pub(crate) fn configure_addresses(client: &NetNs, server: &NetNs) -> Result<(), IoError> {
+    for (ns, addrs) in [(client, &[CLIENT_ADDR, CLIENT_ALT_ADDR][..]), (server, &[SERVER_ADDR][..])] {
+        for addr in addrs {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", DEVICE])?;
+        }
+        ns.ip(&["link", "set", DEVICE, "mtu", "1500", "txqueuelen", "10000", "up"])?;
+    }
+    Ok(())
+}
+
+/// Carries out an event that needs commands in the client's namespace (the NAT rebinding lives in the forwarder).
+///
+/// An address change deletes [`CLIENT_ADDR`]; [`CLIENT_ALT_ADDR`] is promoted, so new sockets and unconnected UDP
+/// sockets (QUIC) send from it. TCP connections bound to the old address are aborted (`ss -K`, ECONNABORTED), as a
+/// mobile OS does when it leaves a network; without kernel support for that they die by retransmission timeout.
+pub(crate) fn carry_out(client: &NetNs, kind: EventKind) -> Result<(), IoError> {
+    if kind == EventKind::AddressChange {
+        client.ip(&["addr", "del", &format!("{CLIENT_ADDR}/24"), "dev", DEVICE])?;
+        client.exec("ss", &["-K", "-t", "src", &CLIENT_ADDR.to_string()])?;
+    }
+    Ok(())
 }
 
 /// A running emulated link between two namespaces. Dropping it stops the thread; the namespaces disappear with the
@@ -53,7 +103,8 @@ pub struct EmulatedLink {
     server: Arc<NetNs>,
     counters: Arc<Mutex<LinkCounters>>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<(), IoError>>>,
+    /// The forwarding thread and the control thread that carries out events for it.
+    threads: Option<(JoinHandle<Result<(), IoError>>, JoinHandle<Result<(), IoError>>)>,
     congestion_control: &'static str,
 }
 
@@ -65,33 +116,36 @@ pub const CONGESTION_CONTROL_PREFERENCE: [&str; 2] = ["cubic", "reno"];
 impl EmulatedLink {
     /// Creates both namespaces and devices and starts forwarding through `link`.
     pub fn start(link: Link) -> Result<Self, IoError> {
-        let client = Arc::new(NetNs::new("client")?);
-        let server = Arc::new(NetNs::new("server")?);
-        for ns in [&client, &server] {
-            // IPv6 off before the device comes up, so it sends no router solicitations.
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        }
-        let congestion_control = CONGESTION_CONTROL_PREFERENCE
-            .into_iter()
-            .find(|cc| [&client, &server].iter().all(|ns| ns.sysctl("net.ipv4.tcp_congestion_control", cc).is_ok()))
-            .ok_or_else(|| IoError::Setup(format!("none of {CONGESTION_CONTROL_PREFERENCE:?} may be set in a namespace")))?;
-        let client_tun = client.run(|| Tun::create(TUN_NAME))??;
-        let server_tun = server.run(|| Tun::create(TUN_NAME))??;
-        for (ns, addrs) in [(&client, &[CLIENT_ADDR, CLIENT_ALT_ADDR][..]), (&server, &[SERVER_ADDR][..])] {
-            for addr in addrs {
-                ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", TUN_NAME])?;
-            }
-            ns.ip(&["link", "set", TUN_NAME, "mtu", "1500", "txqueuelen", "10000", "up"])?;
-        }
+        let (client, server, congestion_control) = prepare_namespaces()?;
+        let client_tun = client.run(|| Tun::create(DEVICE))??;
+        let server_tun = server.run(|| Tun::create(DEVICE))??;
+        configure_addresses(&client, &server)?;
         let counters = Arc::new(Mutex::new(LinkCounters::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let forwarder = Forwarder { link, client_tun, server_tun, counters: counters.clone(), stop: stop.clone(), nat: false };
+        let (control_tx, control_rx) = mpsc::channel();
+        let control = {
+            let client = client.clone();
+            std::thread::Builder::new()
+                .name("tlab-netem-control".into())
+                .spawn(move || control_rx.iter().try_for_each(|kind| carry_out(&client, kind)))
+                .map_err(|e| IoError::io("spawning the control thread", e))?
+        };
+        let forwarder = Forwarder {
+            link,
+            client_tun,
+            server_tun,
+            counters: counters.clone(),
+            stop: stop.clone(),
+            control: control_tx,
+            nat: false,
+            moved: false,
+            pool: Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("tlab-netem".into())
             .spawn(move || forwarder.run())
             .map_err(|e| IoError::io("spawning the forwarding thread", e))?;
-        Ok(Self { client, server, counters, stop, thread: Some(thread), congestion_control })
+        Ok(Self { client, server, counters, stop, threads: Some((thread, control)), congestion_control })
     }
 
     /// The TCP congestion control running in both namespaces (record it in results).
@@ -122,10 +176,11 @@ impl EmulatedLink {
 
     fn halt(&mut self) -> Result<(), IoError> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take() {
-            Some(thread) => thread.join().map_err(|_| IoError::Setup("forwarding thread panicked".into()))?,
-            None => Ok(()),
-        }
+        let Some((forwarder, control)) = self.threads.take() else { return Ok(()) };
+        let forwarded = forwarder.join().map_err(|_| IoError::Setup("forwarding thread panicked".into()))?;
+        // The forwarder's end of the channel is gone now, so the control thread finishes its queue and returns.
+        let controlled = control.join().map_err(|_| IoError::Setup("control thread panicked".into()))?;
+        forwarded.and(controlled)
     }
 }
 
@@ -143,9 +198,18 @@ struct Forwarder {
     server_tun: Tun,
     counters: Arc<Mutex<LinkCounters>>,
     stop: Arc<AtomicBool>,
+    /// Events that need commands go to the control thread: running `ip` here would stall every packet.
+    control: mpsc::Sender<EventKind>,
     /// After a NAT rebinding the client's flows appear to come from [`CLIENT_ALT_ADDR`].
     nat: bool,
+    /// After an address change [`CLIENT_ADDR`] no longer exists on the path.
+    moved: bool,
+    /// Buffers of released packets, reused for new ones instead of allocating per packet.
+    pool: Vec<Packet>,
 }
+
+/// Most buffers kept for reuse (a few MB).
+const POOL_LIMIT: usize = 4096;
 
 impl Forwarder {
     fn run(mut self) -> Result<(), IoError> {
@@ -156,14 +220,17 @@ impl Forwarder {
         let mut io = LinkCounters::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = start.elapsed();
-            self.read_burst(Direction::Uplink, &mut buf, now, &mut io)?;
-            self.read_burst(Direction::Downlink, &mut buf, now, &mut io)?;
             while let Some(event) = self.link.poll_event(now) {
                 io.events += 1;
-                if event.kind == EventKind::NatRebind {
-                    self.nat = true;
+                match event.kind {
+                    EventKind::NatRebind => self.nat = true,
+                    EventKind::AddressChange => self.moved = true,
                 }
+                // A closed channel means the control thread failed; its error surfaces when the link stops.
+                let _ = self.control.send(event.kind);
             }
+            self.read_burst(Direction::Uplink, &mut buf, now, &mut io)?;
+            self.read_burst(Direction::Downlink, &mut buf, now, &mut io)?;
             self.release_due(now, &mut io)?;
             {
                 let mut shared = self.counters.lock().unwrap();
@@ -189,7 +256,19 @@ impl Forwarder {
                 io.non_ipv4 += 1;
                 continue;
             }
-            let mut packet = buf[..n].to_vec();
+            if self.moved && n >= 20 {
+                let client_side = match direction {
+                    Direction::Uplink => &buf[12..16],
+                    Direction::Downlink => &buf[16..20],
+                };
+                if client_side == CLIENT_ADDR.octets() {
+                    io.old_address_dropped += 1;
+                    continue;
+                }
+            }
+            let mut packet = self.pool.pop().unwrap_or_default();
+            packet.clear();
+            packet.extend_from_slice(&buf[..n]);
             if self.nat {
                 // Packets the rewriter cannot parse (fragments, other protocols) pass unchanged.
                 let _unparsed = match direction {
@@ -203,14 +282,14 @@ impl Forwarder {
     }
 
     fn release_due(&mut self, now: Duration, io: &mut LinkCounters) -> Result<(), IoError> {
-        while let Some(packet) = self.link.poll_release(Direction::Uplink, now) {
-            if !self.server_tun.send(&packet)? {
-                io.write_refused += 1;
-            }
-        }
-        while let Some(packet) = self.link.poll_release(Direction::Downlink, now) {
-            if !self.client_tun.send(&packet)? {
-                io.write_refused += 1;
+        for (direction, tun) in [(Direction::Uplink, &self.server_tun), (Direction::Downlink, &self.client_tun)] {
+            while let Some(packet) = self.link.poll_release(direction, now) {
+                if !tun.send(&packet)? {
+                    io.write_refused += 1;
+                }
+                if self.pool.len() < POOL_LIMIT {
+                    self.pool.push(packet);
+                }
             }
         }
         Ok(())

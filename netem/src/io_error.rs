@@ -29,6 +29,15 @@ pub enum IoError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// The kernel backend was asked for, but this kernel has no sch_netem.
+    #[error(
+        "the kernel backend needs sch_netem, which this kernel lacks (`tc` says \"Specified qdisc kind is unknown\"); \
+         use the TUN emulator instead: --backend tun (or auto)"
+    )]
+    NetemUnavailable,
+    /// The kernel backend cannot express the profile.
+    #[error("the kernel backend cannot run this profile: {0}; use --backend tun (or auto)")]
+    NotExpressible(#[from] crate::tc::TcError),
     /// Anything else that prevents the link from starting.
     #[error("link setup: {0}")]
     Setup(String),

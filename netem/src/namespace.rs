@@ -6,11 +6,13 @@
 //! device, child process or tokio runtime created there belongs to it.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::process::{Command, Output};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns, unshare};
 
+use crate::Tally;
 use crate::io_error::IoError;
 
 /// An unnamed network namespace held by this process.
@@ -33,6 +35,11 @@ impl NetNs {
         let ns = Self { fd, label };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A path naming this namespace for commands such as `ip link set DEV netns PATH` (valid while `self` lives).
+    pub fn path(&self) -> String {
+        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
     }
 
     /// Moves the calling thread into this namespace (for the rest of the thread's life).
@@ -61,6 +68,11 @@ impl NetNs {
         Ok(output)
     }
 
+    /// Runs `tc ARGS…` inside this namespace; a non-zero exit is an error carrying its stderr.
+    pub fn tc(&self, args: &[&str]) -> Result<(), IoError> {
+        self.checked("tc", args)
+    }
+
     /// Runs `ip ARGS…` inside this namespace; a non-zero exit is an error carrying its stderr.
     pub fn ip(&self, args: &[&str]) -> Result<(), IoError> {
         self.checked("ip", args)
@@ -69,6 +81,29 @@ impl NetNs {
     /// Sets a sysctl inside this namespace (`net.*` sysctls are per namespace).
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), IoError> {
         self.checked("sysctl", &["-q", "-w", &format!("{key}={value}")])
+    }
+
+    /// The kernel's counters of device `dev` in this namespace (from `/proc/thread-self/net/dev`: sysfs would show
+    /// the namespace it was mounted in, not this one).
+    pub fn device_stats(&self, dev: &str) -> Result<DeviceStats, IoError> {
+        let text = self
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev"))?
+            .map_err(|e| IoError::io("reading /proc/thread-self/net/dev", e))?;
+        text.lines()
+            .find_map(|line| {
+                let (name, values) = line.split_once(':')?;
+                if name.trim() != dev {
+                    return None;
+                }
+                let v: Vec<u64> = values.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+                (v.len() >= 12).then(|| DeviceStats {
+                    rx: Tally { bytes: v[0], packets: v[1] },
+                    rx_dropped: v[3],
+                    tx: Tally { bytes: v[8], packets: v[9] },
+                    tx_dropped: v[11],
+                })
+            })
+            .ok_or_else(|| IoError::Setup(format!("no device {dev} in namespace {}", self.label)))
     }
 
     fn checked(&self, program: &str, args: &[&str]) -> Result<(), IoError> {
@@ -83,6 +118,38 @@ impl NetNs {
             })
         }
     }
+}
+
+/// A device's counters as the kernel keeps them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Received packets and bytes.
+    pub rx: Tally,
+    /// Packets dropped on receive.
+    pub rx_dropped: u64,
+    /// Sent packets and bytes.
+    pub tx: Tally,
+    /// Packets dropped on send (for a TUN device: its queue to the reader was full).
+    pub tx_dropped: u64,
+}
+
+/// Ends a child process by its PID: SIGTERM, then SIGKILL if it is still running after `grace`; reaps it.
+pub fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // ESRCH: it exited in between; the wait below reaps it.
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill()?;
+    child.wait()
 }
 
 #[cfg(test)]

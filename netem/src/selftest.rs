@@ -25,6 +25,10 @@ pub struct DelayCheck {
     pub p99_error_us: f64,
     /// Smallest (measured − configured), µs: negative would mean a packet left early.
     pub min_error_us: f64,
+    /// Median of |measured − configured|, µs.
+    pub p50_abs_error_us: f64,
+    /// 99th percentile of |measured − configured|, µs.
+    pub p99_abs_error_us: f64,
 }
 
 /// Measured loss rate against the configured one.
@@ -85,7 +89,7 @@ pub fn mathis_bps(mss: f64, rtt: Duration, p: f64) -> f64 {
     mss * 8.0 / rtt.as_secs_f64() * 1.22 / p.sqrt()
 }
 
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
@@ -95,7 +99,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> IoError + '_ {
 }
 
 /// Sends `count` UDP probes client → server at `interval`; returns the one-way delays (ns) of those that arrived.
-fn udp_probes(link: &EmulatedLink, count: u64, interval: Duration) -> Result<Vec<u64>, IoError> {
+pub(crate) fn udp_probes(link: &EmulatedLink, count: u64, interval: Duration) -> Result<Vec<u64>, IoError> {
     let server = link.server().run(|| UdpSocket::bind((SERVER_ADDR, 5999)))?.map_err(io("binding the probe receiver"))?;
     server.set_read_timeout(Some(Duration::from_secs(2))).map_err(io("probe timeout"))?;
     let client = link.client().run(|| UdpSocket::bind("0.0.0.0:0"))?.map_err(io("binding the probe sender"))?;
@@ -126,16 +130,23 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Delay accuracy of a profile whose one-way delay is `configured` with no jitter.
-pub fn delay_check(name: &str, profile: &Profile, configured: Duration, seed: u64) -> Result<DelayCheck, IoError> {
+/// Delay accuracy of a profile whose one-way delay is `configured` with no jitter, from `probes` UDP probes.
+pub fn delay_check(name: &str, profile: &Profile, configured: Duration, seed: u64, probes: u64) -> Result<DelayCheck, IoError> {
     let link = EmulatedLink::start(Link::from_profile(profile, seed))?;
-    let delays = udp_probes(&link, 2000, Duration::from_micros(500))?;
+    let delays = udp_probes(&link, probes, Duration::from_micros(500))?;
     link.stop()?;
+    delay_errors(name, configured, &delays)
+}
+
+/// Summarises one-way `delays` (ns) against `configured`.
+pub(crate) fn delay_errors(name: &str, configured: Duration, delays: &[u64]) -> Result<DelayCheck, IoError> {
     let mut errors: Vec<f64> = delays.iter().map(|&d| (d as f64 - configured.as_nanos() as f64) / 1000.0).collect();
     errors.sort_by(f64::total_cmp);
     if errors.is_empty() {
         return Err(IoError::Setup(format!("{name}: no probe arrived")));
     }
+    let mut abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+    abs.sort_by(f64::total_cmp);
     Ok(DelayCheck {
         profile: name.to_string(),
         configured_ms: configured.as_secs_f64() * 1000.0,
@@ -143,6 +154,8 @@ pub fn delay_check(name: &str, profile: &Profile, configured: Duration, seed: u6
         p50_error_us: percentile(&errors, 0.5),
         p99_error_us: percentile(&errors, 0.99),
         min_error_us: errors[0],
+        p50_abs_error_us: percentile(&abs, 0.5),
+        p99_abs_error_us: percentile(&abs, 0.99),
     })
 }
 
@@ -163,14 +176,8 @@ pub fn loss_check(name: &str, profile: &Profile, configured: f64, seed: u64) -> 
     })
 }
 
-/// A TCP bulk transfer client → server for `duration` over 40 ms RTT with 1 % loss on the data direction.
-pub fn mathis_check(duration: Duration, seed: u64) -> Result<MathisCheck, IoError> {
-    let profile = Profile::from_str(
-        "name = \"mathis\"\n[uplink]\ndelay_ms = 20\nloss = { model = \"bernoulli\", p = 0.01 }\n[downlink]\ndelay_ms = 20\n",
-        "selftest:mathis",
-    )
-    .map_err(|e| IoError::Setup(e.to_string()))?;
-    let link = EmulatedLink::start(Link::from_profile(&profile, seed))?;
+/// A TCP bulk transfer client → server for about `duration`; returns the bytes the server read and the time it took.
+pub(crate) fn tcp_bulk(link: &EmulatedLink, duration: Duration) -> Result<(u64, Duration), IoError> {
     let listener = link.server().run(|| TcpListener::bind((SERVER_ADDR, 5998)))?.map_err(io("binding the TCP sink"))?;
     let sink = std::thread::spawn(move || -> std::io::Result<(u64, Duration)> {
         let (mut conn, _) = listener.accept()?;
@@ -191,7 +198,18 @@ pub fn mathis_check(duration: Duration, seed: u64) -> Result<MathisCheck, IoErro
     }
     stream.shutdown(std::net::Shutdown::Write).map_err(io("shutdown"))?;
     drop(stream);
-    let (bytes, elapsed) = sink.join().map_err(|_| IoError::Setup("TCP sink panicked".into()))?.map_err(io("TCP sink"))?;
+    sink.join().map_err(|_| IoError::Setup("TCP sink panicked".into()))?.map_err(io("TCP sink"))
+}
+
+/// A TCP bulk transfer client → server for `duration` over 40 ms RTT with 1 % loss on the data direction.
+pub fn mathis_check(duration: Duration, seed: u64) -> Result<MathisCheck, IoError> {
+    let profile = Profile::from_str(
+        "name = \"mathis\"\n[uplink]\ndelay_ms = 20\nloss = { model = \"bernoulli\", p = 0.01 }\n[downlink]\ndelay_ms = 20\n",
+        "selftest:mathis",
+    )
+    .map_err(|e| IoError::Setup(e.to_string()))?;
+    let link = EmulatedLink::start(Link::from_profile(&profile, seed))?;
+    let (bytes, elapsed) = tcp_bulk(&link, duration)?;
     let congestion_control = link.congestion_control().to_string();
     link.stop()?;
     let rtt = Duration::from_millis(40);
@@ -211,7 +229,7 @@ pub fn run(seed: u64, progress: impl Fn(&str)) -> Result<SelfTest, IoError> {
     for ms in [5u64, 20] {
         progress(&format!("delay {ms} ms"));
         let profile = parse(&format!("name = \"delay-{ms}ms\"\n[link]\ndelay_ms = {ms}\n"))?;
-        delay.push(delay_check(&format!("delay-{ms}ms"), &profile, Duration::from_millis(ms), seed)?);
+        delay.push(delay_check(&format!("delay-{ms}ms"), &profile, Duration::from_millis(ms), seed, 2000)?);
     }
     let mut loss = Vec::new();
     for name in ["lossy-2", "lossy-5"] {

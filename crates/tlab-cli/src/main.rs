@@ -4,9 +4,11 @@
 mod compare;
 mod exchange;
 mod netem_cmd;
+mod run_cmd;
 mod transports;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -55,6 +57,40 @@ enum Command {
         /// Results directory (default: results/compare-<UTC time>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+    },
+    /// Run an experiment suite through the link emulator; writes results/<suite>-<UTC>/ and its report.
+    Run {
+        /// Suite file.
+        #[arg(default_value = "experiments/quick.toml")]
+        suite: PathBuf,
+        /// Run only part I of N of the matrix (for batch schedulers), e.g. `2/8`.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Results directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Skip the emulator calibration at the end.
+        #[arg(long)]
+        no_calibration: bool,
+    },
+    /// Check a suite file without running it: prints the matrix size or the first error.
+    Check {
+        /// Suite file.
+        suite: PathBuf,
+    },
+    /// Regenerate summary.csv, plots, report.md and report.html of a results directory.
+    Report {
+        /// Results directory.
+        dir: PathBuf,
+    },
+    /// Combine results directories of one suite (e.g. shards) into one.
+    Merge {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Directories to merge.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
     },
     /// The link emulator: run a command behind it, show profiles, calibrate.
     Netem {
@@ -130,6 +166,16 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { json } => list(json),
+        Command::Run { suite, shard, out, no_calibration } => {
+            tokio::task::spawn_blocking(move || run_cmd::run(&suite, shard.as_deref(), out, !no_calibration).map(|_| ())).await?
+        }
+        Command::Check { suite } => {
+            let suite = run_cmd::load_suite(&suite)?;
+            println!("{}: {} runs ({} profiles), seed {}", suite.name, suite.cells.len(), suite.profiles.len(), suite.seed);
+            Ok(())
+        }
+        Command::Report { dir } => run_cmd::report(&dir),
+        Command::Merge { out, parts } => run_cmd::merge(&out, &parts),
         Command::Netem { command } => tokio::task::spawn_blocking(move || netem_cmd::run(command)).await?,
         Command::Compare { transports: names, messages, out } => {
             let names = if names.is_empty() { transports::all().iter().map(|t| t.name().to_string()).collect() } else { names };

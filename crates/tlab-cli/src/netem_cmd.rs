@@ -1,10 +1,13 @@
 //! `tlab netem …`: put any command behind the link emulator, show profiles, calibrate, clean up.
 
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::Context;
-use tlab_netem::emulator::{CLIENT_ADDR, EmulatedLink, SERVER_ADDR};
-use tlab_netem::{Link, Profile};
+use tlab_netem::emulator::{CLIENT_ADDR, SERVER_ADDR};
+use tlab_netem::namespace::terminate;
+use tlab_netem::{Backend, Profile, RunningLink};
 
 /// The `tlab netem` subcommands.
 #[derive(clap::Subcommand)]
@@ -25,6 +28,9 @@ pub enum NetemCommand {
         /// Seed of the link's randomness (default: TLAB_SEED or 1).
         #[arg(long, env = "TLAB_SEED", default_value_t = 1)]
         seed: u64,
+        /// Who carries the packets: auto (kernel netem if present and able, else tun), tun or kernel.
+        #[arg(long, default_value_t = Backend::Auto)]
+        backend: Backend,
         /// The client command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -34,6 +40,21 @@ pub enum NetemCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Seed of the link's randomness.
+        #[arg(long, env = "TLAB_SEED", default_value_t = 1)]
+        seed: u64,
+    },
+    /// Benchmark the TUN emulator: unimpaired TCP throughput, delay accuracy at 20 ms, unintended drops.
+    Bench {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Length of the TCP bulk transfer, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// UDP delay probes (one every 500 µs).
+        #[arg(long, default_value_t = 5000)]
+        probes: u64,
         /// Seed of the link's randomness.
         #[arg(long, env = "TLAB_SEED", default_value_t = 1)]
         seed: u64,
@@ -63,8 +84,11 @@ pub fn run(command: NetemCommand) -> anyhow::Result<()> {
             println!("{:#?}", load_profile(&spec)?);
             Ok(())
         }
-        NetemCommand::Run { profile, server, seed, command } => run_behind_link(&profile, server.as_deref(), seed, &command),
+        NetemCommand::Run { profile, server, seed, backend, command } => {
+            run_behind_link(&profile, server.as_deref(), seed, backend, &command)
+        }
         NetemCommand::Selftest { json, seed } => selftest(json, seed),
+        NetemCommand::Bench { json, seconds, probes, seed } => bench(json, Duration::from_secs_f64(seconds), probes, seed),
         NetemCommand::Cleanup => {
             // Our namespaces are unnamed and owned by the process: the kernel removes them, their TUN devices and
             // routes when the process dies, however it dies. Nothing persistent is ever created.
@@ -74,32 +98,71 @@ pub fn run(command: NetemCommand) -> anyhow::Result<()> {
     }
 }
 
-fn run_behind_link(spec: &str, server: Option<&str>, seed: u64, command: &[String]) -> anyhow::Result<()> {
+/// The first SIGINT or SIGTERM, by name. Called from a blocking task of the CLI's tokio runtime; registering the
+/// handlers replaces the default action (dying without stopping children or the link).
+fn signals() -> anyhow::Result<mpsc::Receiver<&'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Handle::current();
+    let _guard = runtime.enter();
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let (tx, rx) = mpsc::channel();
+    runtime.spawn(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        let _ = tx.send(name);
+    });
+    Ok(rx)
+}
+
+/// Starts `line` (split on whitespace) in a namespace.
+fn spawn_in(ns: &tlab_netem::namespace::NetNs, line: &[String]) -> anyhow::Result<Child> {
+    let (program, args) = line.split_first().context("empty command")?;
+    let child = ns
+        .run(|| Command::new(program).args(args).env("TLAB_SERVER_ADDR", SERVER_ADDR.to_string()).spawn())?
+        .with_context(|| format!("starting `{}`", line.join(" ")))?;
+    Ok(child)
+}
+
+fn run_behind_link(spec: &str, server: Option<&str>, seed: u64, backend: Backend, command: &[String]) -> anyhow::Result<()> {
     let profile = load_profile(spec)?;
-    let link = EmulatedLink::start(Link::from_profile(&profile, seed)).context("starting the emulated link")?;
+    let signal = signals()?;
+    let link = RunningLink::start(&profile, seed, backend).context("starting the link")?;
     eprintln!(
-        "tlab netem: profile {spec}, client {CLIENT_ADDR} ⇄ server {SERVER_ADDR}, TCP congestion control {}",
+        "tlab netem: profile {spec}, backend {} (asked: {backend}), client {CLIENT_ADDR} ⇄ server {SERVER_ADDR}, TCP congestion control {}",
+        link.backend(),
         link.congestion_control()
     );
+    let grace = Duration::from_secs(2);
     let mut server_child = match server {
         Some(line) => {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let (program, args) = words.split_first().context("empty --server command")?;
-            let child = link.server().run(|| Command::new(program).args(args).spawn())?.with_context(|| format!("starting `{line}`"))?;
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+            let child = spawn_in(link.server(), &words)?;
+            std::thread::sleep(Duration::from_millis(300));
             Some(child)
         }
         None => None,
     };
-    let (program, args) = command.split_first().context("no command given")?;
-    let status = link
-        .client()
-        .run(|| Command::new(program).args(args).env("TLAB_SERVER_ADDR", SERVER_ADDR.to_string()).status())?
-        .with_context(|| format!("running `{}`", command.join(" ")))?;
+    let mut client = spawn_in(link.client(), command)?;
+    // Wait for the client or a signal, whichever comes first.
+    let outcome = loop {
+        if let Some(status) = client.try_wait().context("waiting for the client command")? {
+            break Ok(status);
+        }
+        if let Ok(name) = signal.try_recv() {
+            break Err(name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Children end by their PID (never by name): SIGTERM, then SIGKILL after the grace period.
+    if let Err(name) = outcome {
+        eprintln!("tlab netem: {name}: stopping the command, the server and the link");
+        terminate(&mut client, grace).context("stopping the client command")?;
+    }
     if let Some(child) = server_child.as_mut() {
-        // End the server by its PID (never by name), then reap it.
-        let _ = child.kill();
-        let _ = child.wait();
+        terminate(child, grace).context("stopping the server command")?;
     }
     let counters = link.stop()?;
     eprintln!(
@@ -113,7 +176,49 @@ fn run_behind_link(spec: &str, server: Option<&str>, seed: u64, command: &[Strin
         counters.downlink.dropped_loss.packets,
         counters.downlink.dropped_queue.packets
     );
-    anyhow::ensure!(status.success(), "`{}` exited with {status}", command.join(" "));
+    match outcome {
+        Ok(status) => anyhow::ensure!(status.success(), "`{}` exited with {status}", command.join(" ")),
+        Err(name) => anyhow::bail!("interrupted by {name}"),
+    }
+    Ok(())
+}
+
+fn bench(json: bool, duration: Duration, probes: u64, seed: u64) -> anyhow::Result<()> {
+    let report = tlab_netem::bench::run(seed, duration, probes, |step| eprintln!("bench: {step}…"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    let [throughput, delay, drops] = report.goals_met();
+    let (t, d, u) = (&report.throughput, &report.delay, &report.unintended_drops);
+    println!("| benchmark | measured | goal | |");
+    println!("|---|---:|---:|---|");
+    println!(
+        "| TCP bulk, unimpaired ({:.1} s, {}) | {:.2} Gbit/s | ≥ {} Gbit/s | {} |",
+        t.seconds,
+        t.congestion_control,
+        t.gbit_per_s,
+        tlab_netem::bench::GOAL_THROUGHPUT_GBIT,
+        verdict(throughput)
+    );
+    println!(
+        "| abs. delay error at 20 ms ({} probes): p50 / p99 | {:.0} / {:.0} µs | p99 ≤ {} µs | {} |",
+        d.samples,
+        d.p50_abs_error_us,
+        d.p99_abs_error_us,
+        tlab_netem::bench::GOAL_DELAY_P99_US,
+        verdict(delay)
+    );
+    println!(
+        "| unintended drops (TUN refused {}, model {}, kernel {}, probes lost {}) | {} | 0 | {} |",
+        u.write_refused,
+        u.model,
+        u.kernel,
+        u.lost_probes,
+        u.total(),
+        verdict(drops)
+    );
     Ok(())
 }
 

@@ -10,6 +10,10 @@ pub fn all() -> Vec<Box<dyn Transport>> {
         Box::new(tlab_sse::SseTransport::http1()),
         Box::new(tlab_sse::SseTransport::http2()),
         Box::new(tlab_grpc::GrpcTransport::new()),
+        Box::new(tlab_quic::QuicTransport::new()),
+        Box::new(tlab_h3::H3Transport::new()),
+        Box::new(tlab_webtransport::WebTransport::streams()),
+        Box::new(tlab_webtransport::WebTransport::datagrams()),
     ]
 }
 

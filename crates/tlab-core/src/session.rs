@@ -169,6 +169,16 @@ impl ResilientSession {
         })
     }
 
+    /// Moves the current connection to a new local address (native migration); transports without it refuse with
+    /// [`Error::Unsupported`] and rely on reconnect + resume instead.
+    pub async fn rebind(&self, local: std::net::SocketAddr) -> Result<(), Error> {
+        let connection = self.inner.slot.lock().await.connection.clone();
+        match connection {
+            Some(connection) => connection.rebind(local).await,
+            None => Err(Error::Closed("no connection to move".into())),
+        }
+    }
+
     /// Closes the current connection.
     pub async fn close(&self) {
         if let Some(conn) = self.inner.slot.lock().await.connection.take() {

@@ -1,0 +1,96 @@
+//! `tlab run`, `tlab report`, `tlab merge`: suites through the emulator into a results directory and its report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tlab_experiments::Suite;
+use tlab_experiments::runner::{RunOptions, TransportFactory, run_suite, utc_now};
+use tlab_results::Manifest;
+
+use crate::transports;
+
+/// Every transport name `tlab` knows.
+fn known_transports() -> Vec<&'static str> {
+    transports::all().iter().map(|t| t.name()).collect()
+}
+
+fn factory() -> TransportFactory {
+    Arc::new(|name: &str| transports::by_name(name).ok())
+}
+
+/// `results/<suite>-<UTC timestamp>`.
+fn default_out(suite: &str) -> PathBuf {
+    let stamp: String = utc_now().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    PathBuf::from(format!("results/{suite}-{stamp}"))
+}
+
+/// Loads a suite, reporting every problem before anything runs.
+pub fn load_suite(path: &Path) -> anyhow::Result<Suite> {
+    Ok(Suite::load(path, &known_transports())?)
+}
+
+/// Runs a suite (or one shard), optionally calibrates the emulator, writes the report; returns the directory.
+pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bool) -> anyhow::Result<PathBuf> {
+    let suite = load_suite(path)?;
+    let shard = shard.map(tlab_experiments::suite::parse_shard).transpose().map_err(anyhow::Error::msg)?;
+    let out = out.unwrap_or_else(|| match shard {
+        Some((i, n)) => PathBuf::from(format!("{}-shard{i}of{n}", default_out(&suite.name).display())),
+        None => default_out(&suite.name),
+    });
+    let cells = shard.map_or(suite.cells.len(), |(i, n)| suite.shard(i, n).len());
+    eprintln!("suite {} ({}): {cells} runs → {}", suite.name, suite.file, out.display());
+    let options = RunOptions { out: out.clone(), shard, transports: factory() };
+    let records = run_suite(&suite, &options)?;
+    let failed = records.iter().filter(|r| r.status != tlab_results::RunStatus::Ok).count();
+    if calibrate {
+        eprintln!("calibrating the emulator (tlab netem selftest) …");
+        let calibration = tlab_netem::selftest::run(suite.seed, |step| eprintln!("  {step}"))?;
+        std::fs::write(out.join("calibration.json"), serde_json::to_string_pretty(&calibration)?)?;
+    }
+    report(&out)?;
+    eprintln!("{} runs, {failed} failed or timed out; results in {}", records.len(), out.display());
+    Ok(out)
+}
+
+/// (Re)writes summary.csv, plots and reports of a results directory from its raw files.
+pub fn report(dir: &Path) -> anyhow::Result<()> {
+    let written = tlab_report::write(dir).with_context(|| format!("writing the report of {}", dir.display()))?;
+    eprintln!("report: {} and {} ({} plots)", written.markdown.display(), written.html.display(), written.plots.len());
+    Ok(())
+}
+
+/// Combines shard directories of one suite into `out` (runs concatenated, manifest listing every part).
+pub fn merge(out: &Path, parts: &[PathBuf]) -> anyhow::Result<()> {
+    anyhow::ensure!(!parts.is_empty(), "nothing to merge");
+    let mut manifest: Option<Manifest> = None;
+    let mut runs = String::new();
+    for dir in parts {
+        let part = tlab_report::read_manifest(dir)?;
+        match &mut manifest {
+            None => manifest = Some(part),
+            Some(m) => {
+                anyhow::ensure!(
+                    m.suite_sha256 == part.suite_sha256,
+                    "{} ran a different suite file (SHA-256 {} vs {})",
+                    dir.display(),
+                    part.suite_sha256,
+                    m.suite_sha256
+                );
+                if m.git_commit != part.git_commit {
+                    eprintln!("warning: {} was produced by commit {:?}, others by {:?}", dir.display(), part.git_commit, m.git_commit);
+                }
+                m.parts.extend(part.parts);
+            }
+        }
+        // Validate every line before copying it.
+        for record in tlab_report::read_runs(dir)? {
+            runs.push_str(&serde_json::to_string(&record)?);
+            runs.push('\n');
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest.expect("at least one part"))?)?;
+    std::fs::write(out.join("runs.jsonl"), runs)?;
+    report(out)
+}

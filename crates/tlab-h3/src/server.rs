@@ -1,0 +1,225 @@
+//! The server: a quinn endpoint; per connection an h3 server connection whose requests are authorized and routed
+//! here, and each accepted stream request handed to [`ServerConfig::service`] on its own task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use h3::error::Code;
+use http::{Method, Request, Response, StatusCode, header};
+use quinn::crypto::rustls::QuicServerConfig;
+use tlab_core::{Error, Limits, MessageStream, ServerConfig, StreamOpen, StreamService};
+use tokio::task::JoinHandle;
+
+use crate::Congestion;
+use crate::wire::{
+    ALPN_H3, AUTH_PATH, BodySink, BodySource, CONTENT_TYPE, MAX_STREAMS_HEADER, STREAM_PATH, Shared, StreamSlot,
+    close_code, transport_config,
+};
+
+/// How long [`tlab_core::Server::shutdown`] waits for connections to finish closing.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Binds the UDP endpoint and starts accepting connections.
+pub(crate) async fn serve(config: ServerConfig, congestion: Congestion) -> Result<H3Server, Error> {
+    let tls = config.identity.server_config(&[ALPN_H3])?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // One request above the limit may open, so that it is refused with a 429 the client understands instead of
+    // waiting for QUIC stream credit; beyond that, requests wait for credit.
+    let max_bidi = config.limits.max_streams.saturating_add(1);
+    server_config.transport_config(Arc::new(transport_config(congestion, Some(max_bidi))));
+    let endpoint = quinn::Endpoint::server(server_config, config.listen)?;
+    let local_addr = endpoint.local_addr()?;
+    let app = Arc::new(App {
+        bearer: format!("Bearer {}", config.token),
+        token: config.token,
+        limits: config.limits,
+        service: config.service,
+    });
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), app, accepted.clone()));
+    Ok(H3Server { endpoint, local_addr, accept, accepted })
+}
+
+/// The running server; dropping it closes every connection.
+pub(crate) struct H3Server {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+    /// QUIC connections that completed their handshake so far.
+    accepted: Arc<AtomicUsize>,
+}
+
+impl H3Server {
+    /// How many QUIC connections completed their handshake so far (a migrated connection is not a new one).
+    #[cfg(test)]
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.accept.abort();
+        self.endpoint.close(close_code(Code::H3_NO_ERROR), b"server shutdown");
+    }
+}
+
+impl Drop for H3Server {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[async_trait]
+impl tlab_core::Server for H3Server {
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}{STREAM_PATH}", self.local_addr)
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        self.close();
+        tracing::debug!(connections = self.accepted.load(Ordering::Acquire), "HTTP/3 server shut down");
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, app: Arc<App>, accepted: Arc<AtomicUsize>) {
+    // Garbage datagrams never become an `Incoming`: quinn drops what does not parse as QUIC.
+    while let Some(incoming) = endpoint.accept().await {
+        let (app, accepted) = (app.clone(), accepted.clone());
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => return tracing::warn!(%peer, error = %e, "QUIC handshake failed"),
+            };
+            let number = accepted.fetch_add(1, Ordering::AcqRel) + 1;
+            tracing::debug!(%peer, connection = number, "QUIC connection accepted");
+            serve_connection(conn, app).await;
+        });
+    }
+}
+
+/// Accepts the requests of one connection until it closes.
+async fn serve_connection(conn: quinn::Connection, app: Arc<App>) {
+    let peer = conn.remote_address();
+    let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await {
+        Ok(h3) => h3,
+        Err(e) => return tracing::warn!(%peer, error = %e, "HTTP/3 connection setup failed"),
+    };
+    let open_streams = Arc::new(AtomicUsize::new(0));
+    loop {
+        match h3.accept().await {
+            Ok(Some(resolver)) => {
+                let (app, open_streams) = (app.clone(), open_streams.clone());
+                tokio::spawn(async move {
+                    match resolver.resolve_request().await {
+                        Ok((req, stream)) => app.handle(req, stream, &open_streams).await,
+                        Err(e) => tracing::warn!(%peer, error = %e, "bad HTTP/3 request"),
+                    }
+                });
+            }
+            Ok(None) => break,
+            Err(e) if e.is_h3_no_error() => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                break;
+            }
+        }
+    }
+}
+
+/// What the server checks requests against, and the application it serves.
+struct App {
+    token: String,
+    /// `Bearer <token>`, the expected `authorization` value.
+    bearer: String,
+    limits: Limits,
+    service: Arc<dyn StreamService>,
+}
+
+/// A request the server accepts.
+enum Accepted {
+    /// The token probe: answered 204.
+    Auth,
+    /// A logical stream.
+    Stream(StreamOpen, StreamSlot),
+}
+
+impl App {
+    /// Answers one request: a refusal, the token probe's 204, or a 200 whose bodies become a served stream.
+    async fn handle(&self, req: Request<()>, mut stream: RequestStream, open_streams: &Arc<AtomicUsize>) {
+        let (open, slot) = match self.route(&req, open_streams) {
+            Ok(Accepted::Stream(open, slot)) => (open, slot),
+            Ok(Accepted::Auth) => return respond(stream, status_only(StatusCode::NO_CONTENT)).await,
+            Err(refusal) => return respond(stream, refusal).await,
+        };
+        let ok = Response::builder().header(header::CONTENT_TYPE, CONTENT_TYPE).body(()).expect("valid response");
+        if let Err(e) = stream.send_response(ok).await {
+            return tracing::debug!(stream = open.stream, error = %e, "response headers not sent");
+        }
+        let (send, recv) = stream.split();
+        let shared = Shared::new(Some(slot));
+        let stream = MessageStream {
+            sink: Box::new(BodySink::new(send, self.limits, shared.clone())),
+            source: Box::new(BodySource::new(recv, self.limits, open.stream, shared)),
+        };
+        // Already on this request's own task.
+        self.service.serve(open, stream).await;
+    }
+
+    /// Checks, in order: token (401), path and method (404, 405), open query (400), stream limit (429).
+    fn route(&self, req: &Request<()>, open_streams: &Arc<AtomicUsize>) -> Result<Accepted, Response<()>> {
+        let query = req.uri().query().unwrap_or("");
+        let header_ok = req.headers().get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == self.bearer.as_bytes());
+        let query_ok = query.split('&').any(|pair| pair.strip_prefix("token=") == Some(self.token.as_str()));
+        if !header_ok && !query_ok {
+            return Err(refuse(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", req));
+        }
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, AUTH_PATH) => return Ok(Accepted::Auth),
+            (&Method::POST, STREAM_PATH) => {}
+            (_, AUTH_PATH | STREAM_PATH) => return Err(refuse(StatusCode::METHOD_NOT_ALLOWED, "wrong method", req)),
+            _ => return Err(refuse(StatusCode::NOT_FOUND, "unknown path", req)),
+        }
+        let open = StreamOpen::from_query(query).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string(), req))?;
+        let slot = StreamSlot::acquire(open_streams, &self.limits, open.stream).map_err(|e| {
+            let mut refusal = refuse(StatusCode::TOO_MANY_REQUESTS, &e.to_string(), req);
+            refusal.headers_mut().insert(MAX_STREAMS_HEADER, self.limits.max_streams.into());
+            refusal
+        })?;
+        Ok(Accepted::Stream(open, slot))
+    }
+}
+
+/// Logs why a request is refused and builds the refusal.
+fn refuse(status: StatusCode, reason: &str, req: &Request<()>) -> Response<()> {
+    tracing::warn!(%status, method = %req.method(), path = req.uri().path(), reason, "HTTP/3 request refused");
+    status_only(status)
+}
+
+fn status_only(status: StatusCode) -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    response
+}
+
+/// Sends a body-less response and ends the request stream.
+async fn respond(mut stream: RequestStream, response: Response<()>) {
+    let outcome = async {
+        stream.send_response(response).await?;
+        stream.finish().await
+    };
+    if let Err(e) = outcome.await {
+        tracing::debug!(error = %e, "response not sent");
+    }
+}

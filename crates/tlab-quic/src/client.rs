@@ -1,0 +1,96 @@
+//! The client: one QUIC connection on its own UDP endpoint (so that rebinding moves exactly this connection),
+//! authenticated in `connect()`, with one bidirectional QUIC stream per logical stream.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Endpoint, VarInt};
+use tlab_core::{ClientConfig, Error, Limits, MessageStream, StreamOpen, tls};
+
+use crate::Congestion;
+use crate::wire::{
+    ALPN, AUTH_OK, AUTH_PREFIX, CLOSE_NORMAL, OnDrop, StreamState, connection_error, message_stream, transport_config,
+    write_header,
+};
+
+/// Connects, then runs the auth exchange so that a wrong token fails here with [`Error::Unauthorized`].
+pub(crate) async fn connect(
+    config: ClientConfig,
+    congestion: Congestion,
+) -> Result<Box<dyn tlab_core::Connection>, Error> {
+    let (addr, _path) = config.authority_and_path()?;
+    let tls = tls::client_config(&config.pin, &[ALPN])?;
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+    // The server never opens streams towards the client.
+    client_config.transport_config(transport_config(congestion, 0));
+    let any: SocketAddr =
+        if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+    let endpoint = Endpoint::client(any)?;
+    let connect_error = |reason: String| Error::Connect { address: addr.to_string(), reason };
+    let establish = async {
+        let connecting = endpoint
+            .connect_with(client_config, addr, &tls::server_name().to_str())
+            .map_err(|e| connect_error(e.to_string()))?;
+        let conn = connecting.await.map_err(|e| match connection_error(&e) {
+            Error::Closed(reason) => connect_error(reason),
+            other => other,
+        })?;
+        authenticate(&conn, &config.token).await?;
+        Ok::<_, Error>(conn)
+    };
+    let conn = tokio::time::timeout(config.connect_timeout, establish)
+        .await
+        .map_err(|_| connect_error(format!("no authenticated connection within {:?}", config.connect_timeout)))??;
+    Ok(Box::new(QuicConnection { endpoint, conn, limits: config.limits, open_streams: Arc::default() }))
+}
+
+/// Sends `auth <token>` on the first stream and reads the server's one-byte answer.
+async fn authenticate(conn: &quinn::Connection, token: &str) -> Result<(), Error> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connection_error(&e))?;
+    write_header(&mut send, &format!("{AUTH_PREFIX}{token}")).await?;
+    let _ = send.finish();
+    let mut answer = [0u8; 1];
+    let outcome = match recv.read_exact(&mut answer).await {
+        Ok(()) if answer[0] == AUTH_OK => return Ok(()),
+        Ok(()) => Error::Unauthorized,
+        // The CONNECTION_CLOSE 0x101 that follows a refusal may overtake the answer byte.
+        Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => connection_error(&e),
+        Err(e) => Error::Protocol(format!("auth exchange: {e}")),
+    };
+    conn.close(VarInt::from_u32(CLOSE_NORMAL), b"auth failed");
+    Err(outcome)
+}
+
+struct QuicConnection {
+    endpoint: Endpoint,
+    conn: quinn::Connection,
+    limits: Limits,
+    open_streams: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl tlab_core::Connection for QuicConnection {
+    async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
+        let state = StreamState::acquire(&self.open_streams, &self.limits, open.stream)?;
+        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| connection_error(&e))?;
+        // QUIC announces a stream with its first bytes: the header makes the server accept it right away.
+        write_header(&mut send, &open.to_query()).await?;
+        Ok(message_stream(send, recv, self.limits, state, OnDrop::Finish))
+    }
+
+    async fn close(&self) {
+        self.conn.close(VarInt::from_u32(CLOSE_NORMAL), b"closed");
+    }
+
+    async fn rebind(&self, local: SocketAddr) -> Result<(), Error> {
+        let socket = std::net::UdpSocket::bind(local)?;
+        socket.set_nonblocking(true)?;
+        self.endpoint.rebind(socket)?;
+        tracing::debug!(%local, id = self.conn.stable_id(), "QUIC connection rebound to a new local address");
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The server: one quinn endpoint; per connection an auth exchange, then each bidirectional stream (open header
+//! first) handed to [`ServerConfig::service`] on its own task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quinn::crypto::rustls::QuicServerConfig;
+use quinn::{Endpoint, Incoming, RecvStream, SendStream, VarInt};
+use tlab_core::{Error, Limits, ServerConfig, StreamOpen, StreamService};
+use tokio::task::JoinHandle;
+
+use crate::Congestion;
+use crate::wire::{
+    ALPN, AUTH_OK, AUTH_PREFIX, AUTH_REFUSED, CLOSE_NORMAL, Code, HANDSHAKE_TIMEOUT, OnDrop, StreamState,
+    message_stream, read_header, refuse, transport_config,
+};
+
+/// How long a refused client is given to receive the refusal byte before its connection is closed.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+/// How long [`tlab_core::Server::shutdown`] waits for connections to drain.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every connection task needs.
+struct Shared {
+    token: String,
+    limits: Limits,
+    service: Arc<dyn StreamService>,
+}
+
+/// Binds the UDP endpoint and starts accepting.
+pub(crate) async fn serve(config: ServerConfig, congestion: Congestion) -> Result<Box<dyn tlab_core::Server>, Error> {
+    let tls = config.identity.server_config(&[ALPN])?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // One stream beyond the limit (the auth stream, or a stream over the limit) reaches the explicit check and is
+    // refused with 0x104 instead of waiting silently for QUIC stream credit.
+    server_config.transport_config(transport_config(congestion, config.limits.max_streams.saturating_add(1)));
+    let endpoint = Endpoint::server(server_config, config.listen)?;
+    let local_addr = endpoint.local_addr()?;
+    let shared = Arc::new(Shared { token: config.token, limits: config.limits, service: config.service });
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared));
+    Ok(Box::new(QuicServer { endpoint, local_addr, accept }))
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    // quinn drops undecodable datagrams itself; only well-formed connection attempts arrive here.
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(serve_connection(incoming, shared.clone()));
+    }
+}
+
+async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
+    let peer = incoming.remote_address();
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "QUIC handshake failed"),
+        Err(_) => return tracing::warn!(%peer, "QUIC handshake timed out"),
+    };
+    if let Err(reason) = authenticate(&conn, &shared.token).await {
+        tracing::warn!(%peer, reason, "connection refused: unauthorized");
+        conn.close(Code::Unauthorized.into(), b"unauthorized");
+        return;
+    }
+    tracing::debug!(%peer, id = conn.stable_id(), "connection authenticated");
+    let open_streams = Arc::new(AtomicUsize::new(0));
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(send, recv, shared.clone(), open_streams.clone()));
+            }
+            Err(e) => {
+                return tracing::debug!(peer = %conn.remote_address(), error = %e, "connection ended");
+            }
+        }
+    }
+}
+
+/// The first stream must carry `auth <token>`: answers the byte and returns why it refused, if it did.
+async fn authenticate(conn: &quinn::Connection, token: &str) -> Result<(), String> {
+    let exchange = async {
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let header = read_header(&mut recv).await.map_err(|e| e.to_string())?;
+        let Some(presented) = header.strip_prefix(AUTH_PREFIX) else {
+            return Err("a stream arrived before the auth exchange".to_string());
+        };
+        let ok = presented == token;
+        let _ = send.write_chunk(Bytes::from_static(if ok { &[AUTH_OK] } else { &[AUTH_REFUSED] })).await;
+        let _ = send.finish();
+        if ok {
+            return Ok(());
+        }
+        // Let the refusal byte arrive before the connection close overtakes it.
+        let _ = tokio::time::timeout(REFUSAL_GRACE, send.stopped()).await;
+        Err("wrong or missing token".to_string())
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no auth exchange within {HANDSHAKE_TIMEOUT:?}")))
+}
+
+/// Reads the open header, counts the stream against `max_streams` and runs the service on it.
+async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, open_streams: Arc<AtomicUsize>) {
+    let quic_stream = send.id();
+    let open = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_header(&mut recv)).await {
+        Ok(Ok(header)) => StreamOpen::from_query(&header),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Protocol(format!("no open header within {HANDSHAKE_TIMEOUT:?}"))),
+    };
+    let open = match open {
+        Ok(open) => open,
+        Err(e) => {
+            tracing::warn!(%quic_stream, error = %e, "stream refused: bad open header");
+            return refuse(&mut send, &mut recv, Code::Malformed);
+        }
+    };
+    let state = match StreamState::acquire(&open_streams, &shared.limits, open.stream) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!(%quic_stream, error = %e, "stream refused");
+            return refuse(&mut send, &mut recv, Code::TooManyStreams);
+        }
+    };
+    shared.service.serve(open, message_stream(send, recv, shared.limits, state, OnDrop::Reset)).await;
+}
+
+struct QuicServer {
+    endpoint: Endpoint,
+    local_addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+#[async_trait]
+impl tlab_core::Server for QuicServer {
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn url(&self) -> String {
+        format!("quic://{}", self.local_addr)
+    }
+
+    async fn shutdown(self: Box<Self>) {
+        self.accept.abort();
+        self.endpoint.close(VarInt::from_u32(CLOSE_NORMAL), b"server shutdown");
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.endpoint.wait_idle()).await.is_err() {
+            tracing::warn!("QUIC connections did not drain in time");
+        }
+    }
+}
+
+impl Drop for QuicServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.endpoint.close(VarInt::from_u32(CLOSE_NORMAL), b"server shutdown");
+    }
+}

@@ -1,0 +1,291 @@
+//! From raw results to the report's tables and figures.
+
+use tlab_results::{LatencyHistogram, Manifest, RunRecord, RunStatus, SummaryRow};
+
+use crate::document::{Block, Document};
+use crate::svg::{BarChart, LineChart, Series};
+
+/// `summary.csv`: one row per cell and metric.
+pub fn summary_csv(rows: &[SummaryRow]) -> String {
+    let mut csv = String::from("experiment,params,transport,profile,metric,mean,ci95,n,failed\n");
+    for r in rows {
+        let params = format!("\"{}\"", r.params.replace('"', "\"\""));
+        csv.push_str(&format!("{},{params},{},{},{},{},{},{},{}\n", r.experiment, r.transport, r.profile, r.metric, r.mean, r.ci95, r.n, r.failed));
+    }
+    csv
+}
+
+/// Distinct values in first-seen order.
+fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in items {
+        if !out.iter().any(|o| o == item) {
+            out.push(item.to_string());
+        }
+    }
+    out
+}
+
+fn fmt(mean: f64, ci: f64) -> String {
+    if mean.fract() == 0.0 && ci == 0.0 {
+        return format!("{mean:.0}");
+    }
+    let digits = if mean.abs() >= 100.0 { 0 } else if mean.abs() >= 1.0 { 2 } else { 4 };
+    if ci > 0.0 { format!("{mean:.digits$} ± {ci:.digits$}") } else { format!("{mean:.digits$}") }
+}
+
+struct Summary<'a> {
+    rows: &'a [SummaryRow],
+}
+
+impl Summary<'_> {
+    fn get(&self, experiment: &str, params: Option<&str>, transport: &str, profile: &str, metric: &str) -> Option<(f64, f64)> {
+        self.rows
+            .iter()
+            .find(|r| r.experiment == experiment && params.is_none_or(|p| r.params == p) && r.transport == transport && r.profile == profile && r.metric == metric)
+            .map(|r| (r.mean, r.ci95))
+    }
+}
+
+/// Metrics shown in each experiment's table (the rest are in summary.csv).
+fn headline_metrics(experiment: &str) -> &'static [&'static str] {
+    match experiment {
+        "latency" => &["p50_us", "p99_us", "p999_us", "goodput_mbit_s", "missing", "order_violations"],
+        "hol" => &["shared_p99_us", "separate_p99_us", "hol_penalty_us", "delayed_share_shared", "delayed_share_separate"],
+        "ordering" => &["delivery_ratio", "order_violations", "duplicates", "missing", "reorder_depth"],
+        "migration" => &["gap_ms", "missing", "duplicates", "reconnects", "survived_without_reconnect"],
+        "handshake" => &["handshake_ms", "handshake_rtts", "rtt_ms"],
+        "overhead" => &["overhead_ratio", "wire_bytes_per_message"],
+        "outage" => &["gap_ms", "recovery_after_outage_ms", "missing", "duplicates", "reconnects"],
+        _ => &[],
+    }
+}
+
+fn definitions() -> Vec<String> {
+    [
+        "latency — per message, one-way (receive time − sent_at, CLOCK_MONOTONIC shared by client and server namespaces) for source streams, round trip for echo streams; HdrHistogram in µs, 3 significant digits.",
+        "HOL penalty — the same workload with K streams on one connection (shared) and one connection per stream (separate), same link: p99(shared) − p99(separate); plus the share of messages delayed more than one RTT beyond the base delay (base = fastest message of the cell).",
+        "ordering — per stream: order violations (arrived after a higher seq), duplicates, missing; delivery ratio and reorder depth (most higher seqs that overtook a message), for datagrams too.",
+        "migration — steady echo traffic through the profile's address change / NAT rebind: gap = longest inter-arrival gap; missing / duplicated messages; whether the connection survived without reconnecting (natively) or was recovered by the session layer's reconnect + resume.",
+        "handshake — connect start → first message delivered, in ms and in RTTs (RTT = fastest echo on the established connection).",
+        "overhead — IP bytes forwarded by the emulator (both directions, handshake included) ÷ payload bytes.",
+        "outage — steady echo traffic through the profile's blackhole: gap, time to recover after the blackhole ends, missing / duplicated.",
+        "Every figure: mean ± 95 % CI (Student t) over repetitions; each run has its own seed, listed in runs.jsonl.",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn merged_histograms<'a>(runs: impl Iterator<Item = &'a RunRecord>, name: &str) -> LatencyHistogram {
+    let mut merged = LatencyHistogram::new();
+    for run in runs {
+        if let Some(h) = run.histograms.get(name) {
+            merged.merge(h);
+        }
+    }
+    merged
+}
+
+/// The whole report.
+pub fn document(manifest: &Manifest, runs: &[RunRecord], rows: &[SummaryRow], calibration: Option<&serde_json::Value>) -> Document {
+    let summary = Summary { rows };
+    let mut doc = Document::default();
+    doc.push(Block::Heading(1, format!("transport-lab report: {}", manifest.suite)));
+    let failed = runs.iter().filter(|r| r.status != RunStatus::Ok).count();
+    doc.push(Block::List(vec![
+        format!("tlab {} · commit {}{}", manifest.tlab_version, manifest.git_commit.as_deref().unwrap_or("unknown"), if manifest.git_dirty == Some(true) { " (dirty)" } else { "" }),
+        format!("suite `{}` (SHA-256 {}), seed {}", manifest.suite_file, &manifest.suite_sha256[..16.min(manifest.suite_sha256.len())], manifest.seed),
+        format!("{} runs, {failed} failed or timed out", runs.len()),
+        format!("{} · {} × {} · emulator {} · TCP congestion control {}", manifest.kernel, manifest.cores, manifest.cpu_model, manifest.emulator_backend, manifest.congestion_control),
+        format!("profiles: {}", manifest.profiles.iter().map(|p| format!("{} ({})", p.name, &p.sha256[..12.min(p.sha256.len())])).collect::<Vec<_>>().join(", ")),
+    ]));
+    doc.push(Block::Heading(2, "Definitions".into()));
+    doc.push(Block::List(definitions()));
+
+    let experiments = distinct(runs.iter().map(|r| r.experiment.as_str()));
+    for experiment in &experiments {
+        let of_kind: Vec<&RunRecord> = runs.iter().filter(|r| &r.experiment == experiment).collect();
+        doc.push(Block::Heading(2, format!("Experiment: {experiment}")));
+        let params_list = distinct(rows.iter().filter(|r| &r.experiment == experiment).map(|r| r.params.as_str()));
+        let metrics = headline_metrics(experiment);
+        for params in &params_list {
+            doc.push(Block::Paragraph(format!("Parameters: `{params}`")));
+            let mut header = vec!["transport".to_string(), "profile".to_string()];
+            header.extend(metrics.iter().map(|m| m.to_string()));
+            header.push("n".into());
+            let mut table = Vec::new();
+            let cells = distinct(rows.iter().filter(|r| &r.experiment == experiment && &r.params == params).map(|r| r.transport.as_str()));
+            let profiles = distinct(rows.iter().filter(|r| &r.experiment == experiment && &r.params == params).map(|r| r.profile.as_str()));
+            for profile in &profiles {
+                for transport in &cells {
+                    let n = rows.iter().find(|r| &r.experiment == experiment && &r.params == params && &r.transport == transport && &r.profile == profile).map(|r| r.n);
+                    let Some(n) = n else { continue };
+                    let mut row = vec![transport.clone(), profile.clone()];
+                    row.extend(metrics.iter().map(|m| summary.get(experiment, Some(params), transport, profile, m).map_or("–".into(), |(mean, ci)| fmt(mean, ci))));
+                    row.push(n.to_string());
+                    table.push(row);
+                }
+            }
+            doc.push(Block::Table(header, table));
+        }
+        figures_for(experiment, &of_kind, &summary, &mut doc);
+    }
+
+    let failures: Vec<String> = runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Ok)
+        .map(|r| format!("{} {} {} rep {}: {:?} — {}", r.experiment, r.transport, r.profile, r.repetition, r.status, r.error.as_deref().unwrap_or("")))
+        .collect();
+    if !failures.is_empty() {
+        doc.push(Block::Heading(2, "Failed runs (recorded, not hidden)".into()));
+        doc.push(Block::List(failures));
+    }
+    if let Some(calibration) = calibration {
+        doc.push(Block::Heading(2, "Emulator calibration (tlab netem selftest)".into()));
+        doc.push(Block::Paragraph(format!("```\n{}\n```", serde_json::to_string_pretty(calibration).unwrap_or_default())));
+    }
+    doc
+}
+
+fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc: &mut Document) {
+    let transports = distinct(runs.iter().map(|r| r.transport.as_str()));
+    let profiles = distinct(runs.iter().map(|r| r.profile.as_str()));
+    let bars = |metric: &str, title: &str, y_label: &str| BarChart {
+        title: title.into(),
+        y_label: y_label.into(),
+        groups: profiles.clone(),
+        series: transports.iter().map(|t| (t.clone(), profiles.iter().map(|p| summary.get(experiment, None, t, p, metric)).collect())).collect(),
+    };
+    match experiment {
+        "latency" => {
+            for profile in &profiles {
+                let series = transports
+                    .iter()
+                    .map(|t| {
+                        let h = merged_histograms(runs.iter().copied().filter(|r| &r.transport == t && &r.profile == profile), "latency");
+                        Series { name: t.clone(), points: h.cdf().into_iter().map(|(v, q)| (v as f64, q)).collect() }
+                    })
+                    .collect();
+                let chart = LineChart { title: format!("Latency CDF — {profile}"), x_label: "latency (µs, log)".into(), y_label: "share of messages".into(), log_x: true, markers: false, series, marker_x: None };
+                doc.push(Block::Plot(format!("latency-cdf-{profile}.svg"), chart.render()));
+            }
+            let by_loss = transports
+                .iter()
+                .map(|t| {
+                    let mut points: Vec<(f64, f64)> = profiles
+                        .iter()
+                        .filter_map(|p| {
+                            let loss = runs.iter().find(|r| &r.profile == p).and_then(|r| r.metrics.get("link_loss")).copied()?;
+                            summary.get(experiment, None, t, p, "p99_us").map(|(m, _)| (loss * 100.0, m))
+                        })
+                        .collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Series { name: t.clone(), points }
+                })
+                .collect();
+            let chart = LineChart { title: "p99 latency vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "p99 latency (µs)".into(), log_x: false, markers: false, series: by_loss, marker_x: None };
+            doc.push(Block::Plot("p99-vs-loss.svg".into(), chart.render()));
+        }
+        "hol" => doc.push(Block::Plot("hol-penalty.svg".into(), bars("hol_penalty_us", "HOL penalty: p99(shared) − p99(separate)", "µs").render())),
+        "handshake" => doc.push(Block::Plot("handshake.svg".into(), bars("handshake_ms", "Handshake: connect → first message", "ms").render())),
+        "outage" => doc.push(Block::Plot("outage-gap.svg".into(), bars("gap_ms", "Longest gap through the outage", "ms").render())),
+        "ordering" => {
+            let series = transports
+                .iter()
+                .map(|t| {
+                    let mut points: Vec<(f64, f64)> = profiles
+                        .iter()
+                        .filter_map(|p| {
+                            let loss = runs.iter().find(|r| &r.profile == p).and_then(|r| r.metrics.get("link_loss")).copied()?;
+                            summary.get(experiment, None, t, p, "delivery_ratio").map(|(m, _)| (loss * 100.0, m))
+                        })
+                        .collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Series { name: t.clone(), points }
+                })
+                .collect();
+            let chart = LineChart { title: "Delivery ratio vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "delivered / sent".into(), log_x: false, markers: false, series, marker_x: None };
+            doc.push(Block::Plot("delivery-vs-loss.svg".into(), chart.render()));
+        }
+        "overhead" => {
+            let sizes = distinct(runs.iter().map(|r| r.params.get("sizes").map(|s| s.to_string()).unwrap_or_default()).collect::<Vec<_>>().iter().map(String::as_str));
+            let chart = BarChart {
+                title: "Wire overhead: IP bytes ÷ payload bytes".into(),
+                y_label: "ratio".into(),
+                groups: sizes.iter().map(|s| format!("{} B", s.trim_matches(['[', ']']))).collect(),
+                series: transports
+                    .iter()
+                    .map(|t| {
+                        let values = sizes
+                            .iter()
+                            .map(|s| {
+                                let values: Vec<f64> = runs
+                                    .iter()
+                                    .filter(|r| &r.transport == t && r.params.get("sizes").map(|v| v.to_string()).as_deref() == Some(s) && r.status == RunStatus::Ok)
+                                    .filter_map(|r| r.metrics.get("overhead_ratio").copied())
+                                    .collect();
+                                tlab_results::MeanCi::of(&values).map(|ci| (ci.mean, ci.ci95))
+                            })
+                            .collect();
+                        (t.clone(), values)
+                    })
+                    .collect(),
+            };
+            doc.push(Block::Plot("overhead.svg".into(), chart.render()));
+        }
+        "migration" => {
+            for profile in &profiles {
+                let mut event = None;
+                let series = transports
+                    .iter()
+                    .filter_map(|t| {
+                        let run = runs.iter().find(|r| &r.transport == t && &r.profile == profile && r.repetition == 0 && r.status == RunStatus::Ok)?;
+                        event = event.or(run.metrics.get("event_at_ms").copied());
+                        Some(Series { name: t.clone(), points: run.series.get("arrivals").cloned().unwrap_or_default() })
+                    })
+                    .collect();
+                let chart = LineChart {
+                    title: format!("Message arrivals around the event — {profile}"),
+                    x_label: "time since link start (ms)".into(),
+                    y_label: "message seq".into(),
+                    log_x: false,
+                    markers: true,
+                    series,
+                    marker_x: event.map(|e| (e, "event".to_string())),
+                };
+                doc.push(Block::Plot(format!("migration-{profile}.svg"), chart.render()));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_params() {
+        let rows = vec![SummaryRow {
+            experiment: "hol".into(),
+            params: r#"{"streams":8}"#.into(),
+            transport: "grpc".into(),
+            profile: "lossy-2".into(),
+            metric: "hol_penalty_us".into(),
+            mean: 1500.0,
+            ci95: 20.0,
+            n: 3,
+            failed: 0,
+        }];
+        let csv = summary_csv(&rows);
+        assert_eq!(csv.lines().nth(1).unwrap(), r#"hol,"{""streams"":8}",grpc,lossy-2,hol_penalty_us,1500,20,3,0"#);
+    }
+
+    #[test]
+    fn numbers_are_formatted_with_their_ci() {
+        assert_eq!(fmt(1234.4, 10.2), "1234 ± 10");
+        assert_eq!(fmt(1.2345, 0.0), "1.23");
+        assert_eq!(fmt(0.0, 0.0), "0");
+        assert_eq!(fmt(0.98765, 0.001), "0.9877 ± 0.0010");
+    }
+}

@@ -1,0 +1,110 @@
+//! The client: one wtransport endpoint (own UDP socket) and one session per [`WtConnection`], the certificate pinned
+//! by hash like a browser's `serverCertificateHashes`, the token in `authorization: Bearer`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tlab_core::tls::CertPin;
+use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, StreamMode, StreamOpen};
+use wtransport::endpoint::{ConnectOptions, endpoint_side};
+use wtransport::error::ConnectingError;
+use wtransport::tls::Sha256Digest;
+use wtransport::Endpoint;
+
+use crate::Congestion;
+use crate::datagram::{self, Demux};
+use crate::stream::Side;
+use crate::wire::{ALPN, CODE_CLOSED, DATAGRAMS_KEY, SessionGuard, code, connection_error, open_header, write_error};
+
+/// One WebTransport session and its streams (mode `wt-stream`) or datagram streams (mode `wt-datagram`).
+pub(crate) struct WtConnection {
+    endpoint: Endpoint<endpoint_side::Client>,
+    session: Arc<SessionGuard>,
+    limits: Limits,
+    /// Present in datagram mode: the routes of the session's reader task.
+    datagrams: Option<Arc<Demux>>,
+    /// One clone per open reliable stream (held by its receiving half), for the client-side stream limit.
+    live_streams: Arc<()>,
+}
+
+impl WtConnection {
+    pub(crate) async fn connect(config: ClientConfig, datagrams: bool, congestion: Congestion) -> Result<Self, Error> {
+        tlab_core::tls::crypto_provider();
+        let (addr, path) = config.authority_and_path()?;
+        let path = path.split('?').next().unwrap_or_default();
+        let url = if datagrams { format!("https://{addr}{path}?{DATAGRAMS_KEY}=1") } else { format!("https://{addr}{path}") };
+        let local = SocketAddr::new(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) }, 0);
+        let builder = wtransport::ClientConfig::builder().with_bind_address(local);
+        let mut wt_config = match &config.pin {
+            // The browser's way: ECDSA P-256, validity at most 14 days, SHA-256 of the DER certificate.
+            CertPin::Sha256(hash) => builder.with_server_certificate_hashes([Sha256Digest::new(*hash)]).build(),
+            CertPin::AnyCertificate => builder.with_custom_tls(tlab_core::tls::client_config(&CertPin::AnyCertificate, &[ALPN])?).build(),
+        };
+        // The server opens no bidirectional streams in HTTP/3.
+        wt_config.quic_config_mut().transport_config(crate::wire::transport_config(congestion, 0));
+        let endpoint = Endpoint::client(wt_config)?;
+        let options = ConnectOptions::builder(&url).add_header("authorization", format!("Bearer {}", config.token)).build();
+        let connection = tokio::time::timeout(config.connect_timeout, endpoint.connect(options))
+            .await
+            .map_err(|_| Error::Timeout(format!("connecting to {url}")))?
+            .map_err(|e| connecting_error(e, &url))?;
+        let session = Arc::new(SessionGuard(connection.clone()));
+        let datagrams = datagrams.then(|| {
+            let demux = Arc::new(Demux::default());
+            let unknown = |msg: &tlab_core::Message| {
+                tracing::debug!(stream = msg.stream, "datagram of a stream that is not open dropped");
+                false
+            };
+            // Holds the bare connection, not the guard: the reader must not keep the session open.
+            tokio::spawn(datagram::read_loop(connection, demux.clone(), config.limits.max_message_size, unknown));
+            demux
+        });
+        Ok(Self { endpoint, session, limits: config.limits, datagrams, live_streams: Arc::new(()) })
+    }
+}
+
+/// Maps a failed session setup; our server refuses a session at a valid path only for its token.
+fn connecting_error(e: ConnectingError, url: &str) -> Error {
+    match e {
+        ConnectingError::SessionRejected => Error::Unauthorized,
+        ConnectingError::ConnectionError(e) => {
+            let reason = e.to_string();
+            if reason.contains("certificate") || reason.contains("cryptographic handshake") {
+                Error::Tls(reason)
+            } else {
+                Error::Connect { address: url.to_string(), reason }
+            }
+        }
+        other => Error::Connect { address: url.to_string(), reason: other.to_string() },
+    }
+}
+
+#[async_trait]
+impl Connection for WtConnection {
+    /// Reliable mode: opens a bidirectional stream and sends the open header at once. Datagram mode: sends nothing
+    /// (the server learns the stream from its first datagram); only plain echo streams exist there.
+    async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
+        if let Some(demux) = &self.datagrams {
+            if open.mode != StreamMode::Echo || open.resume.is_some() {
+                return Err(Error::Unsupported("source, sink and resumable streams over datagrams (echo only)"));
+            }
+            self.limits.check_streams(open.stream, demux.len())?;
+            return demux.open(open.stream, self.limits, self.session.clone());
+        }
+        self.limits.check_streams(open.stream, Arc::strong_count(&self.live_streams) - 1)?;
+        let session = &self.session.0;
+        let (mut send, recv) =
+            session.open_bi().await.map_err(connection_error)?.await.map_err(|e| Error::Closed(format!("opening a stream: {e}")))?;
+        send.quic_stream_mut().write_chunk(open_header(&open)).await.map_err(write_error)?;
+        let side = Side::Client { live: self.live_streams.clone() };
+        Ok(crate::stream::message_stream(send, recv, open.stream, self.limits, self.session.clone(), side))
+    }
+
+    async fn close(&self) {
+        self.session.0.close(code(CODE_CLOSED), b"client closed");
+        // Lets quinn send CONNECTION_CLOSE before the endpoint may be dropped.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}

@@ -1,0 +1,187 @@
+//! Mode `wt-datagram`: every message is one WebTransport datagram holding exactly one [`tlab_core::frame`]; the
+//! logical streams of a session are told apart by the frame's stream id. One reader task per session
+//! ([`read_loop`]) demultiplexes incoming datagrams into per-stream queues.
+//!
+//! Nothing opens or ends a stream on the wire: the server creates an echo stream when the first datagram of a new
+//! stream id arrives, and `finish` only ends the local sending half.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tlab_core::frame::{self, HEADER_LEN};
+use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId};
+use tokio::sync::mpsc;
+use wtransport::error::{ConnectionError, SendDatagramError};
+
+use crate::wire::{CODE_CLOSED, SessionGuard};
+
+/// Datagrams queued per stream before further ones are dropped (datagrams may be lost anyway; a slow stream must not
+/// stall the reader and so every other stream).
+const QUEUE: usize = 1024;
+
+/// Routes of one session: the queue of each open stream, and why the session ended once it did.
+#[derive(Default)]
+pub(crate) struct Demux(Mutex<Routes>);
+
+#[derive(Default)]
+struct Routes {
+    queues: HashMap<StreamId, mpsc::Sender<Message>>,
+    /// `Some(None)`: ended gracefully (the peer closed with code 0); `Some(Some(reason))`: failed.
+    end: Option<Option<String>>,
+}
+
+impl Demux {
+    /// Registers stream `stream` and returns its halves; `Err` if the id is already open.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        stream: StreamId,
+        limits: Limits,
+        session: Arc<SessionGuard>,
+    ) -> Result<MessageStream, Error> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        {
+            let mut routes = self.0.lock().unwrap();
+            if routes.end.is_some() {
+                return Err(Error::Closed("session closed".into()));
+            }
+            if routes.queues.contains_key(&stream) {
+                return Err(Error::Config(format!("stream {stream} is already open on this session")));
+            }
+            routes.queues.insert(stream, tx);
+        }
+        Ok(MessageStream {
+            sink: Box::new(DatagramSink { session: session.clone(), stream, limits, finished: false }),
+            source: Box::new(DatagramSource { demux: self.clone(), rx, stream, _session: session }),
+        })
+    }
+
+    /// Number of open streams.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap().queues.len()
+    }
+
+    /// Queues `msg` for its stream; gives it back if no stream of its id is open.
+    fn route(&self, msg: Message) -> Option<Message> {
+        let mut routes = self.0.lock().unwrap();
+        let Some(tx) = routes.queues.get(&msg.stream) else { return Some(msg) };
+        match tx.try_send(msg) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                tracing::debug!(stream = msg.stream, seq = msg.seq, "datagram dropped: stream queue full");
+                None
+            }
+            // The stream's reader is gone: forget it, so that the id may open again.
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                routes.queues.remove(&msg.stream);
+                Some(msg)
+            }
+        }
+    }
+
+    /// Records how the session ended and ends every stream's queue.
+    fn end(&self, error: ConnectionError) {
+        let graceful = matches!(&error, ConnectionError::ApplicationClosed(close) if close.code().into_inner() == u64::from(CODE_CLOSED));
+        let mut routes = self.0.lock().unwrap();
+        routes.end = Some((!graceful).then(|| error.to_string()));
+        routes.queues.clear();
+    }
+}
+
+/// Reads the session's datagrams until it ends, queueing each valid frame for its stream. `unknown` is asked about
+/// frames of a stream id that is not open (the server opens a stream there; the client drops them). Datagrams
+/// that are not one valid frame within `max_payload` are dropped with a debug log; the session stays up.
+pub(crate) async fn read_loop(
+    connection: wtransport::Connection,
+    demux: Arc<Demux>,
+    max_payload: usize,
+    mut unknown: impl FnMut(&Message) -> bool,
+) {
+    let error = loop {
+        let datagram = match connection.receive_datagram().await {
+            Ok(datagram) => datagram,
+            Err(e) => break e,
+        };
+        match frame::decode_exact(datagram.payload(), max_payload) {
+            Ok(msg) => {
+                if let Some(msg) = demux.route(msg)
+                    && unknown(&msg)
+                {
+                    demux.route(msg);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "datagram dropped: not a valid frame"),
+        }
+    };
+    demux.end(error);
+}
+
+struct DatagramSink {
+    session: Arc<SessionGuard>,
+    stream: StreamId,
+    limits: Limits,
+    finished: bool,
+}
+
+#[async_trait]
+impl MessageSink for DatagramSink {
+    /// Sends at once or fails: a frame that does not fit the current maximum datagram size is
+    /// [`Error::MessageTooLarge`] (sizes in payload bytes: `limit` is that maximum minus the frame header).
+    async fn send(&mut self, mut msg: Message) -> Result<(), Error> {
+        self.limits.check_size(msg.payload.len())?;
+        if self.finished {
+            return Err(Error::Closed(format!("stream {} already finished", self.stream)));
+        }
+        let connection = &self.session.0;
+        let max = connection.max_datagram_size().ok_or(Error::Unsupported("datagrams (the peer does not accept them)"))?;
+        let too_large = || Error::MessageTooLarge { size: msg.payload.len(), limit: max.saturating_sub(HEADER_LEN) };
+        if HEADER_LEN + msg.payload.len() > max {
+            return Err(too_large());
+        }
+        msg.stream = self.stream;
+        connection.send_datagram(frame::encode(&msg)).map_err(|e| match e {
+            SendDatagramError::TooLarge => too_large(),
+            SendDatagramError::UnsupportedByPeer => Error::Unsupported("datagrams (the peer does not accept them)"),
+            SendDatagramError::NotConnected => Error::Closed("session closed".into()),
+        })
+    }
+
+    /// Datagram streams have no end on the wire: this only refuses further sends.
+    async fn finish(&mut self) -> Result<(), Error> {
+        self.finished = true;
+        Ok(())
+    }
+}
+
+struct DatagramSource {
+    demux: Arc<Demux>,
+    rx: mpsc::Receiver<Message>,
+    stream: StreamId,
+    _session: Arc<SessionGuard>,
+}
+
+#[async_trait]
+impl MessageSource for DatagramSource {
+    /// `Ok(None)` once the peer closed the session gracefully, `Err` if it failed. Cancel-safe (an mpsc receive).
+    async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        match self.rx.recv().await {
+            Some(msg) => Ok(Some(msg)),
+            None => match self.demux.0.lock().unwrap().end.clone() {
+                Some(Some(reason)) => Err(Error::Closed(reason)),
+                Some(None) => Ok(None),
+                None => Err(Error::Closed(format!("stream {} closed", self.stream))),
+            },
+        }
+    }
+}
+
+impl Drop for DatagramSource {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut routes = self.demux.0.lock().unwrap();
+        // Only our own (now closed) route: the id may already have been reopened with a new queue.
+        if routes.queues.get(&self.stream).is_some_and(mpsc::Sender::is_closed) {
+            routes.queues.remove(&self.stream);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Mode `wt-stream`: one logical stream is one WebTransport bidirectional stream carrying [`tlab_core::frame`]s both
+//! ways after the open header. Both ends use these halves; the data path reads and writes quinn chunks directly
+//! (no copy into intermediate buffers beyond the frame encoding, no task in between).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use tlab_core::frame;
+use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId};
+use wtransport::{RecvStream, SendStream};
+
+use crate::wire::{CODE_ABORTED, CODE_PROTOCOL, SessionGuard, code, read_error, write_error};
+
+/// Which end holds a stream.
+pub(crate) enum Side {
+    /// The client: a stream counts as open (one clone of `live`) until its receiving half is gone; a sending half
+    /// dropped unfinished ends its direction gracefully (a receive-only stream may simply drop it).
+    Client {
+        /// The connection's count of open streams.
+        live: Arc<()>,
+    },
+    /// The server: the service finishes what it ends normally, so a sending half dropped unfinished means the
+    /// stream failed, and the client sees a reset rather than a graceful end.
+    Server,
+}
+
+/// The halves of stream `stream` over one bidirectional stream; each keeps the session open while it lives.
+pub(crate) fn message_stream(
+    send: SendStream,
+    recv: RecvStream,
+    stream: StreamId,
+    limits: Limits,
+    session: Arc<SessionGuard>,
+    side: Side,
+) -> MessageStream {
+    let (live, abort_unfinished) = match side {
+        Side::Client { live } => (Some(live), false),
+        Side::Server => (None, true),
+    };
+    MessageStream {
+        sink: Box::new(StreamSink { send, stream, limits, finished: false, abort_unfinished, _session: session.clone() }),
+        source: Box::new(StreamSource {
+            recv,
+            buf: BytesMut::new(),
+            stream,
+            max_payload: limits.max_message_size,
+            _session: session,
+            _live: live,
+        }),
+    }
+}
+
+struct StreamSink {
+    send: SendStream,
+    stream: StreamId,
+    limits: Limits,
+    finished: bool,
+    abort_unfinished: bool,
+    _session: Arc<SessionGuard>,
+}
+
+#[async_trait]
+impl MessageSink for StreamSink {
+    async fn send(&mut self, mut msg: Message) -> Result<(), Error> {
+        self.limits.check_size(msg.payload.len())?;
+        if self.finished {
+            return Err(Error::Closed(format!("stream {} already finished", self.stream)));
+        }
+        msg.stream = self.stream;
+        // quinn takes the chunk as is: the encoded frame is the only copy of the payload.
+        self.send.quic_stream_mut().write_chunk(frame::encode(&msg)).await.map_err(write_error)
+    }
+
+    async fn finish(&mut self) -> Result<(), Error> {
+        if !self.finished {
+            self.finished = true;
+            // Returns at once; quinn delivers what is queued and the FIN even after the stream is dropped.
+            self.send.quic_stream_mut().finish().map_err(|e| Error::Closed(format!("finish: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StreamSink {
+    /// See [`Side`]; otherwise quinn finishes a dropped stream by itself.
+    fn drop(&mut self) {
+        if self.abort_unfinished && !self.finished {
+            let _ = self.send.reset(code(CODE_ABORTED));
+        }
+    }
+}
+
+struct StreamSource {
+    recv: RecvStream,
+    buf: BytesMut,
+    stream: StreamId,
+    max_payload: usize,
+    _session: Arc<SessionGuard>,
+    /// See [`Side::Client`].
+    _live: Option<Arc<()>>,
+}
+
+/// Upper bound of one read; quinn hands out what it has, usually one packet's worth.
+const READ_CHUNK: usize = 64 << 10;
+
+#[async_trait]
+impl MessageSource for StreamSource {
+    /// Cancel-safe: bytes move from quinn into `buf` only when a read completes, and a frame leaves `buf` only when
+    /// it is returned.
+    async fn recv(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            match frame::decode_next(&mut self.buf, self.max_payload) {
+                Ok(Some(msg)) => return Ok(Some(msg)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(stream = self.stream, error = %e, "closing WebTransport stream: bad frame");
+                    let _ = self.recv.quic_stream_mut().stop(wtransport::quinn::VarInt::from_u32(CODE_PROTOCOL));
+                    return Err(e);
+                }
+            }
+            match self.recv.quic_stream_mut().read_chunk(READ_CHUNK, true).await.map_err(read_error)? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Err(Error::Protocol(format!("stream {} ended inside a frame", self.stream))),
+            }
+        }
+    }
+}

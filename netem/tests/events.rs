@@ -1,0 +1,124 @@
+//! Schedule events through the TUN backend (needs root): a NAT rebinding rewrites the client's source address on the
+//! way while the client keeps its address; an address change moves the client itself to its new address, keeping
+//! UDP flows of unconnected sockets (what QUIC uses) and ending TCP connections bound to the old address.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tlab_netem::emulator::{CLIENT_ADDR, CLIENT_ALT_ADDR, EmulatedLink, SERVER_ADDR};
+use tlab_netem::{Link, Profile};
+
+fn link_with_event(event: &str) -> EmulatedLink {
+    assert!(nix::unistd::Uid::effective().is_root(), "the TUN backend test needs root (CI runs as root)");
+    let text = format!("name = \"{event}\"\n[link]\ndelay_ms = 1\n[[schedule]]\nat_s = 0.4\nevent = \"{event}\"\n");
+    let profile = Profile::from_str(&text, "inline event profile").unwrap();
+    EmulatedLink::start(Link::from_profile(&profile, 1)).unwrap()
+}
+
+/// A UDP echo server in the server namespace that reports the source of every datagram.
+fn udp_echo(link: &EmulatedLink, port: u16) -> (UdpSocket, mpsc::Receiver<SocketAddr>) {
+    let socket = link.server().run(|| UdpSocket::bind((SERVER_ADDR, port))).unwrap().unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let echo = socket.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            echo.send_to(&buf[..n], from).unwrap();
+            if tx.send(from).is_err() {
+                break;
+            }
+        }
+    });
+    (socket, rx)
+}
+
+/// Sends a datagram every 10 ms for `duration`; returns (replies received before `split`, replies after it).
+fn ping(client: &UdpSocket, duration: Duration, split: Duration) -> (u32, u32) {
+    client.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let (mut before, mut after) = (0, 0);
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    while start.elapsed() < duration {
+        client.send_to(b"ping", (SERVER_ADDR, 6001)).unwrap();
+        while let Ok((_, from)) = client.recv_from(&mut buf) {
+            assert_eq!(from, SocketAddr::from((SERVER_ADDR, 6001)), "the reply must come from the server's address");
+            if start.elapsed() < split { before += 1 } else { after += 1 }
+        }
+    }
+    (before, after)
+}
+
+#[test]
+fn nat_rebinding_changes_the_source_the_server_sees_and_replies_still_arrive() {
+    let link = link_with_event("nat-rebind");
+    let (_server, sources) = udp_echo(&link, 6001);
+    // Bound to the old address explicitly: replies to 10.77.0.3 reach it only if the emulator rewrites them back.
+    let client = link.client().run(|| UdpSocket::bind((CLIENT_ADDR, 0))).unwrap().unwrap();
+    let port = client.local_addr().unwrap().port();
+    let (before, after) = ping(&client, Duration::from_millis(1000), Duration::from_millis(600));
+    let seen: Vec<SocketAddr> = sources.try_iter().collect();
+    assert_eq!(seen.first(), Some(&SocketAddr::from((CLIENT_ADDR, port))), "{seen:?}");
+    assert_eq!(seen.last(), Some(&SocketAddr::from((CLIENT_ALT_ADDR, port))), "{seen:?}");
+    // One switch, never back.
+    let switch = seen.iter().position(|s| s.ip() == IpAddr::from(CLIENT_ALT_ADDR)).unwrap();
+    assert!(seen[switch..].iter().all(|s| s.ip() == IpAddr::from(CLIENT_ALT_ADDR)), "{seen:?}");
+    assert!(before >= 20 && after >= 20, "replies before/after the rebinding: {before}/{after}");
+    let counters = link.stop().unwrap();
+    assert_eq!(counters.events, 1);
+    assert_eq!(counters.old_address_dropped, 0, "a NAT rebinding drops nothing");
+}
+
+fn client_addresses(link: &EmulatedLink) -> String {
+    String::from_utf8(link.client().exec("ip", &["-o", "-4", "addr", "show", "dev", "tlab0"]).unwrap().stdout).unwrap()
+}
+
+#[test]
+fn address_change_moves_udp_flows_and_ends_tcp_connections_of_the_old_address() {
+    let link = link_with_event("address-change");
+    let (server_udp, sources) = udp_echo(&link, 6001);
+    let listener = link.server().run(|| TcpListener::bind((SERVER_ADDR, 6000))).unwrap().unwrap();
+    let (peers_tx, peers) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            peers_tx.send(conn.peer_addr().unwrap()).unwrap();
+            // Hold the connection open; it answers nothing.
+            std::thread::spawn(move || while conn.read(&mut [0u8; 64]).is_ok_and(|n| n > 0) {});
+        }
+    });
+    let mut tcp = link.client().run(|| TcpStream::connect((SERVER_ADDR, 6000))).unwrap().unwrap();
+    assert_eq!(peers.recv_timeout(Duration::from_secs(2)).unwrap().ip(), IpAddr::from(CLIENT_ADDR));
+    // An unconnected wildcard socket, as QUIC stacks use: the kernel picks its source per datagram.
+    let quic_like = link.client().run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+    let port = quic_like.local_addr().unwrap().port();
+    let (before, after) = ping(&quic_like, Duration::from_millis(1200), Duration::from_millis(700));
+
+    let addresses = client_addresses(&link);
+    assert!(addresses.contains(&CLIENT_ALT_ADDR.to_string()) && !addresses.contains(&format!("{CLIENT_ADDR}/")), "{addresses}");
+    let seen: Vec<SocketAddr> = sources.try_iter().collect();
+    assert_eq!(seen.first(), Some(&SocketAddr::from((CLIENT_ADDR, port))), "{seen:?}");
+    assert_eq!(seen.last(), Some(&SocketAddr::from((CLIENT_ALT_ADDR, port))), "{seen:?}");
+    assert!(before >= 20 && after >= 20, "UDP replies before/after the address change: {before}/{after}");
+
+    // The TCP connection from the old address is gone: aborted, not merely silent.
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let err = tcp.read(&mut [0u8; 16]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted, "{err}");
+    // A new connection comes from the new address.
+    let mut fresh = link.client().run(|| TcpStream::connect((SERVER_ADDR, 6000))).unwrap().unwrap();
+    fresh.write_all(b"hello").unwrap();
+    assert_eq!(peers.recv_timeout(Duration::from_secs(2)).unwrap().ip(), IpAddr::from(CLIENT_ALT_ADDR));
+
+    // Whatever the server still sends to the old address is dropped on the path.
+    server_udp.send_to(b"late", (CLIENT_ADDR, port)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while link.counters().old_address_dropped == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let counters = link.stop().unwrap();
+    assert_eq!(counters.events, 1);
+    assert!(counters.old_address_dropped >= 1, "{counters:?}");
+}
