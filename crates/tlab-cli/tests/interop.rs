@@ -1,4 +1,5 @@
-//! Interop: clients nobody on this project wrote (Python `websockets`, `httpx-sse`, `grpcio`) talk to `tlab serve`.
+//! Interop: clients nobody on this project wrote (Python `websockets`, `httpx-sse`, `grpcio`, `aioquic`) talk to
+//! `tlab serve`.
 //! The Python peers live in a venv made by `scripts/setup.sh` (the README's test command runs it); `TLAB_PYTHON`
 //! names its interpreter.
 
@@ -44,7 +45,17 @@ impl Served {
 
     /// `--token`, `--cert-sha256` and a small workload, plus `address_flag ADDRESS`.
     fn peer_args(&self, address_flag: &str, address: String) -> Vec<String> {
-        let mut args = vec![address_flag.to_string(), address];
+        self.peer_args_with(vec![address_flag.to_string(), address])
+    }
+
+    /// The same with `--host 127.0.0.1 --port PORT` (the QUIC peers).
+    fn peer_args_host_port(&self) -> Vec<String> {
+        let listen = self.field("listen");
+        let (host, port) = listen.rsplit_once(':').expect("host:port");
+        self.peer_args_with(vec!["--host".into(), host.into(), "--port".into(), port.into()])
+    }
+
+    fn peer_args_with(&self, mut args: Vec<String>) -> Vec<String> {
         args.extend(["--token".into(), self.field("token"), "--cert-sha256".into(), self.field("cert_sha256")]);
         args.extend(["--messages", "200", "--size", "100"].map(String::from));
         args
@@ -106,12 +117,33 @@ fn python_grpcio_client_against_grpc() {
 }
 
 #[test]
-fn list_names_every_tcp_mode() {
+fn python_aioquic_raw_quic_client_against_quic() {
+    let served = Served::start("quic");
+    let summary = run_peer("quic_client.py", &served.peer_args_host_port());
+    assert_eq!(summary["ok"], true, "{summary}");
+}
+
+#[test]
+fn python_aioquic_http3_client_against_h3() {
+    let served = Served::start("h3");
+    let summary = run_peer("h3_client.py", &served.peer_args_host_port());
+    assert_eq!(summary["ok"], true, "{summary}");
+}
+
+#[test]
+fn python_aioquic_webtransport_client_against_wt() {
+    let served = Served::start("wt-stream");
+    let summary = run_peer("wt_client.py", &served.peer_args_host_port());
+    assert_eq!(summary["ok"], true, "{summary}");
+}
+
+#[test]
+fn list_names_every_mode() {
     let output = Command::new(env!("CARGO_BIN_EXE_tlab")).args(["list", "--json"]).output().expect("tlab list");
     assert!(output.status.success());
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("json");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
-    for name in ["ws", "ws-mux", "sse-h1", "sse-h2", "grpc"] {
+    for name in ["ws", "ws-mux", "sse-h1", "sse-h2", "grpc", "quic", "h3", "wt-stream", "wt-datagram"] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
     assert!(rows.iter().all(|r| r["capabilities"]["reliable"].is_boolean()));

@@ -382,7 +382,12 @@ async fn steady_echo(
             match event {
                 Some((at, EventKind::AddressChange)) if native => {
                     tokio::time::sleep_until(link_started + at).await;
-                    session.rebind(alternate).await.map(|_| true)
+                    // A transport that cannot move its connection falls back on reconnect + resume.
+                    match session.rebind(alternate).await {
+                        Ok(()) => Ok(true),
+                        Err(Error::Unsupported(_)) => Ok(false),
+                        Err(e) => Err(e),
+                    }
                 }
                 _ => Ok(false),
             }

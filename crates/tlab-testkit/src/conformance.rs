@@ -228,12 +228,16 @@ pub async fn killed_connection_resumes(transport: Arc<dyn Transport>) {
     let source_mode = StreamMode::Source { count, size: 64, interval_us: 200 };
     let MessageStream { source: mut downlink, sink: mut downlink_sink } =
         session.open_stream(1, source_mode).await.expect("open source");
+    // At most WINDOW messages in flight, so that each cut finds traffic still to deliver and forces a resume.
+    const WINDOW: u64 = 100;
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = received.clone();
     let sender = tokio::spawn(async move {
         for seq in 0..count {
-            sink.send(Message::data(0, seq, payload_for(0, seq, 64))).await.expect("send");
-            if seq % 50 == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            while seq >= progress.load(std::sync::atomic::Ordering::Relaxed) + WINDOW {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            sink.send(Message::data(0, seq, payload_for(0, seq, 64))).await.expect("send");
         }
         sink.finish().await.expect("finish");
         sink
@@ -255,6 +259,7 @@ pub async fn killed_connection_resumes(transport: Arc<dyn Transport>) {
             let msg = source.recv().await.expect("recv").expect("message");
             assert_eq!(msg.seq, expected, "echo stream out of order, lost or duplicated");
             assert_eq!(msg.payload, payload_for(0, expected, 64), "payload of seq {expected}");
+            received.store(expected + 1, std::sync::atomic::Ordering::Relaxed);
         }
         assert!(source.recv().await.expect("graceful end").is_none());
         sender.await.expect("sender");
