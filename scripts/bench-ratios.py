@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 BATCH = 1000
-TRANSPORTS = ["ws", "ws-mux", "grpc", "sse-h1", "sse-h2"]
+TRANSPORTS = ["ws", "ws-mux", "grpc", "sse-h1", "sse-h2", "quic", "h3", "wt-stream"]
 RAW_BASELINE = {"ws-mux": "ws"}
 
 

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use tlab_benches::raw_sse::Http;
-use tlab_benches::{EchoPair, EchoReceiver, EchoSender, raw_grpc, raw_quic, raw_sse, raw_ws, tlab};
+use tlab_benches::{EchoPair, EchoReceiver, EchoSender, raw_grpc, raw_h3, raw_quic, raw_sse, raw_ws, raw_wt, tlab};
 use tlab_grpc::GrpcTransport;
+use tlab_h3::H3Transport;
 use tlab_quic::QuicTransport;
 use tlab_sse::SseTransport;
+use tlab_webtransport::WebTransport;
 use tlab_ws::WsTransport;
 use tokio::runtime::Runtime;
 
@@ -53,6 +55,10 @@ fn transports(c: &mut Criterion) {
     bench(c, &rt, "sse-h2", "raw", raw_sse::pair(Http::V2));
     bench(c, &rt, "quic", "tlab", tlab::pair(&QuicTransport::new()));
     bench(c, &rt, "quic", "raw", raw_quic::pair());
+    bench(c, &rt, "h3", "tlab", tlab::pair(&H3Transport::new()));
+    bench(c, &rt, "h3", "raw", raw_h3::pair());
+    bench(c, &rt, "wt-stream", "tlab", tlab::pair(&WebTransport::streams()));
+    bench(c, &rt, "wt-stream", "raw", raw_wt::pair());
 }
 
 fn main() {

@@ -1,24 +1,28 @@
 //! `tlab-benches` measures what the transport-lab abstraction costs: for each transport it runs the same loopback
 //! echo workload once through our adapter ([`tlab`], i.e. [`tlab_core::Transport`] against
 //! [`tlab_core::service::EchoService`]) and once written directly on the raw library ([`raw_ws`]
-//! tokio-tungstenite, [`raw_grpc`] tonic, [`raw_sse`] axum + reqwest, [`raw_quic`] quinn), both over the same rustls
-//! TLS. The criterion harness is `benches/transports.rs` (`cargo bench -p tlab-benches --bench transports`);
-//! `scripts/bench-ratios.py` turns its results into the ratio table of the README.
+//! tokio-tungstenite, [`raw_grpc`] tonic, [`raw_sse`] axum + reqwest, [`raw_quic`] quinn, [`raw_h3`] h3 + h3-quinn,
+//! [`raw_wt`] wtransport), both over the same rustls TLS identity and certificate pin. The criterion harness is
+//! `benches/transports.rs` (`cargo bench -p tlab-benches --bench transports`); `scripts/bench-ratios.py` turns its
+//! results into the ratio table of the README.
 //!
 //! A workload is an [`EchoPair`]: a sender that sends message `seq` (256 payload bytes) and a receiver that returns
 //! the `seq` of the next echo. Both sides of a comparison implement the same two traits with static dispatch, so
 //! the harness adds the same (negligible) cost to each.
 
 pub mod raw_grpc;
+pub mod raw_h3;
 pub mod raw_quic;
 pub mod raw_sse;
+pub mod raw_wt;
 pub mod raw_ws;
 pub mod tlab;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use tlab_core::frame;
 use tlab_core::tls::{CertPin, Identity};
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -131,4 +135,17 @@ impl Drop for ServerTask {
 /// The `seq` field of a [`tlab_core::frame`] (bytes 8..16, big-endian), as a raw client reads it.
 pub fn frame_seq(frame: &[u8]) -> u64 {
     u64::from_be_bytes(frame[8..16].try_into().expect("a frame header"))
+}
+
+/// Takes the first whole frame off a raw client's receive buffer and returns its `seq`; `None` while the frame is
+/// still incomplete. Byte-stream baselines (QUIC, HTTP/3, WebTransport) cut their echoes back into frames this way.
+pub fn take_frame_seq(buf: &mut BytesMut) -> Option<u64> {
+    let header = buf.get(..frame::HEADER_LEN)?;
+    let len = frame::HEADER_LEN + u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    if buf.len() < len {
+        return None;
+    }
+    let seq = frame_seq(buf);
+    buf.advance(len);
+    Some(seq)
 }

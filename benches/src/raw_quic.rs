@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, RecvStream, SendStream};
 use tlab_core::tls::Identity;
 use tlab_core::{Message, frame};
 
-use crate::{EchoPair, EchoReceiver, EchoSender, ServerTask, client_tls, frame_seq, payload};
+use crate::{EchoPair, EchoReceiver, EchoSender, ServerTask, client_tls, payload, take_frame_seq};
 
 const ALPN: &[u8] = b"tlab-quic/1";
 
@@ -36,13 +36,8 @@ pub struct Receiver {
 impl EchoReceiver for Receiver {
     async fn recv(&mut self) -> u64 {
         loop {
-            if self.buf.len() >= frame::HEADER_LEN {
-                let len = frame::HEADER_LEN + u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
-                if self.buf.len() >= len {
-                    let seq = frame_seq(&self.buf);
-                    self.buf.advance(len);
-                    return seq;
-                }
+            if let Some(seq) = take_frame_seq(&mut self.buf) {
+                return seq;
             }
             let chunk = self.recv.read_chunk(usize::MAX, true).await.expect("raw quic recv").expect("raw quic ended");
             self.buf.extend_from_slice(&chunk.bytes);

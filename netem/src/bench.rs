@@ -24,6 +24,8 @@ pub struct Throughput {
     pub gbit_per_s: f64,
     /// TCP congestion control that ran.
     pub congestion_control: String,
+    /// Whether the forwarding thread ran with real-time priority.
+    pub realtime: bool,
 }
 
 /// Packets lost although no profile asked for it, summed over the benchmark's links.
@@ -97,6 +99,7 @@ pub fn run(seed: u64, duration: Duration, probes: u64, progress: impl Fn(&str)) 
         seconds: elapsed.as_secs_f64(),
         gbit_per_s: bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
         congestion_control: link.congestion_control().to_string(),
+        realtime: link.realtime(),
     };
     drops.add(&link)?;
     link.stop()?;

@@ -104,9 +104,23 @@ pub struct EmulatedLink {
     counters: Arc<Mutex<LinkCounters>>,
     stop: Arc<AtomicBool>,
     /// The forwarding thread and the control thread that carries out events for it.
-    threads: Option<(JoinHandle<Result<(), IoError>>, JoinHandle<Result<(), IoError>>)>,
+    threads: Option<(Worker, Worker)>,
     congestion_control: &'static str,
+    realtime: bool,
 }
+
+/// Gives the forwarding thread a real-time priority (SCHED_FIFO 10) so that busy CPUs — the endpoints, or anything
+/// else on the machine — do not delay its wake-ups by a scheduler time slice (milliseconds), which would release
+/// packets late. Best effort: without the privilege it stays a normal thread.
+fn make_realtime(tid: nix::unistd::Pid) -> bool {
+    std::process::Command::new("chrt")
+        .args(["-f", "-p", "10", &tid.to_string()])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A background thread of the link and its outcome.
+type Worker = JoinHandle<Result<(), IoError>>;
 
 /// TCP congestion control wanted in both namespaces, best first. The host default may be BBR; a TCP-vs-QUIC
 /// comparison must run the same algorithm on both and say which. Some kernels allow only a subset inside a
@@ -141,16 +155,26 @@ impl EmulatedLink {
             moved: false,
             pool: Vec::new(),
         };
+        let (tid_tx, tid_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tlab-netem".into())
-            .spawn(move || forwarder.run())
+            .spawn(move || {
+                let _ = tid_tx.send(nix::unistd::gettid());
+                forwarder.run()
+            })
             .map_err(|e| IoError::io("spawning the forwarding thread", e))?;
-        Ok(Self { client, server, counters, stop, threads: Some((thread, control)), congestion_control })
+        let realtime = tid_rx.recv().is_ok_and(make_realtime);
+        Ok(Self { client, server, counters, stop, threads: Some((thread, control)), congestion_control, realtime })
     }
 
     /// The TCP congestion control running in both namespaces (record it in results).
     pub fn congestion_control(&self) -> &'static str {
         self.congestion_control
+    }
+
+    /// Whether the forwarding thread got its real-time priority (record it with delay measurements).
+    pub fn realtime(&self) -> bool {
+        self.realtime
     }
 
     /// The client's namespace.

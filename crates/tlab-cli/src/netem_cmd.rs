@@ -195,9 +195,10 @@ fn bench(json: bool, duration: Duration, probes: u64, seed: u64) -> anyhow::Resu
     println!("| benchmark | measured | goal | |");
     println!("|---|---:|---:|---|");
     println!(
-        "| TCP bulk, unimpaired ({:.1} s, {}) | {:.2} Gbit/s | ≥ {} Gbit/s | {} |",
+        "| TCP bulk, unimpaired ({:.1} s, {}, forwarder {}) | {:.2} Gbit/s | ≥ {} Gbit/s | {} |",
         t.seconds,
         t.congestion_control,
+        if t.realtime { "real-time" } else { "normal priority" },
         t.gbit_per_s,
         tlab_netem::bench::GOAL_THROUGHPUT_GBIT,
         verdict(throughput)

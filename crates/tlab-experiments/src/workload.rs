@@ -348,11 +348,14 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
         ExperimentSpec::Outage { duration_s, rate_hz } => {
             steady_echo(ctx, *duration_s, *rate_hz, 64, None, &mut outcome).await?;
             let blackhole = ctx.profile.schedule.iter().find_map(|e| match e.action {
-                ScheduleAction::Blackhole { duration, .. } => Some(duration),
+                ScheduleAction::Blackhole { duration, .. } => Some((e.at, duration)),
                 _ => None,
             });
-            if let (Some(blackhole), Some(gap)) = (blackhole, outcome.metrics.get("gap_ms").copied()) {
-                outcome.set("recovery_after_outage_ms", gap - blackhole.as_secs_f64() * 1000.0);
+            if let Some((at, length)) = blackhole {
+                outcome.set("event_at_ms", at.as_secs_f64() * 1000.0);
+                if let Some(gap) = outcome.metrics.get("gap_ms").copied() {
+                    outcome.set("recovery_after_outage_ms", gap - length.as_secs_f64() * 1000.0);
+                }
             }
         }
     }
@@ -373,7 +376,8 @@ async fn steady_echo(
     let session = ResilientSession::connect(ctx.transport.clone(), ctx.client.clone(), config).await?;
     let stream = session.open_stream(0, StreamMode::Echo).await?;
     let messages = (duration_s * rate_hz as f64) as u64;
-    let start_ns = monotonic_ns();
+    // Arrivals are plotted on the profile's clock (time since the link started), where its events are scheduled.
+    let link_start_ns = monotonic_ns().saturating_sub(ctx.link_started.elapsed().as_nanos() as u64);
     let migrate = {
         let session = session.clone();
         let native = ctx.transport.capabilities().native_migration;
@@ -405,7 +409,6 @@ async fn steady_echo(
     if let Some((at, _)) = event {
         outcome.set("event_at_ms", at.as_secs_f64() * 1000.0);
     }
-    let link_start_ns = start_ns.saturating_sub(ctx.link_started.elapsed().as_nanos() as u64);
     outcome.series.insert(
         "arrivals".into(),
         log.arrivals_ns.iter().zip(&log.seqs).map(|(t, s)| ((t - link_start_ns) as f64 / 1e6, *s as f64)).collect(),

@@ -188,7 +188,10 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
         }
         "hol" => doc.push(Block::Plot("hol-penalty.svg".into(), bars("hol_penalty_us", "HOL penalty: p99(shared) − p99(separate)", "µs").render())),
         "handshake" => doc.push(Block::Plot("handshake.svg".into(), bars("handshake_ms", "Handshake: connect → first message", "ms").render())),
-        "outage" => doc.push(Block::Plot("outage-gap.svg".into(), bars("gap_ms", "Longest gap through the outage", "ms").render())),
+        "outage" => {
+            doc.push(Block::Plot("outage-gap.svg".into(), bars("gap_ms", "Longest gap through the outage", "ms").render()));
+            timelines(experiment, runs, &transports, &profiles, doc);
+        }
         "ordering" => {
             let series = transports
                 .iter()
@@ -233,30 +236,40 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
             };
             doc.push(Block::Plot("overhead.svg".into(), chart.render()));
         }
-        "migration" => {
-            for profile in &profiles {
-                let mut event = None;
-                let series = transports
-                    .iter()
-                    .filter_map(|t| {
-                        let run = runs.iter().find(|r| &r.transport == t && &r.profile == profile && r.repetition == 0 && r.status == RunStatus::Ok)?;
-                        event = event.or(run.metrics.get("event_at_ms").copied());
-                        Some(Series { name: t.clone(), points: run.series.get("arrivals").cloned().unwrap_or_default() })
-                    })
-                    .collect();
-                let chart = LineChart {
-                    title: format!("Message arrivals around the event — {profile}"),
-                    x_label: "time since link start (ms)".into(),
-                    y_label: "message seq".into(),
-                    log_x: false,
-                    markers: true,
-                    series,
-                    marker_x: event.map(|e| (e, "event".to_string())),
-                };
-                doc.push(Block::Plot(format!("migration-{profile}.svg"), chart.render()));
-            }
-        }
+        "migration" => timelines(experiment, runs, &transports, &profiles, doc),
         _ => {}
+    }
+}
+
+/// Message arrivals around the profile's event (address change, NAT rebind, blackhole), repetition 0.
+fn timelines(experiment: &str, runs: &[&RunRecord], transports: &[String], profiles: &[String], doc: &mut Document) {
+    for profile in profiles {
+        let chosen: Vec<&RunRecord> = transports
+            .iter()
+            .filter_map(|t| runs.iter().copied().find(|r| &r.transport == t && &r.profile == profile && r.repetition == 0 && r.status == RunStatus::Ok))
+            .collect();
+        let event = chosen.iter().find_map(|r| r.metrics.get("event_at_ms").copied());
+        let series = chosen
+            .iter()
+            .map(|run| {
+                let mut points = run.series.get("arrivals").cloned().unwrap_or_default();
+                // Zoom on the event: 1 s before to 2 s after.
+                if let Some(at) = event {
+                    points.retain(|(t, _)| (at - 1000.0..=at + 2000.0).contains(t));
+                }
+                Series { name: run.transport.clone(), points }
+            })
+            .collect();
+        let chart = LineChart {
+            title: format!("Message arrivals around the event — {profile}"),
+            x_label: "time since link start (ms)".into(),
+            y_label: "message seq".into(),
+            log_x: false,
+            markers: true,
+            series,
+            marker_x: event.map(|e| (e, "event".to_string())),
+        };
+        doc.push(Block::Plot(format!("{experiment}-{profile}.svg"), chart.render()));
     }
 }
 

@@ -132,7 +132,9 @@ impl LineChart {
             x_lo = x_lo.min(tx(*mx));
             x_hi = x_hi.max(tx(*mx));
         }
-        let (y_lo, y_hi) = points.iter().fold((0f64, f64::MIN), |(lo, hi), (_, y)| (lo.min(*y), hi.max(*y)));
+        // Timelines zoom on their data; other charts keep zero on the axis.
+        let y_floor = if self.markers { f64::MAX } else { 0.0 };
+        let (y_lo, y_hi) = points.iter().fold((y_floor, f64::MIN), |(lo, hi), (_, y)| (lo.min(*y), hi.max(*y)));
         let (x_hi, y_hi) = (if x_hi > x_lo { x_hi } else { x_lo + 1.0 }, if y_hi > y_lo { y_hi * 1.05 } else { y_lo + 1.0 });
         let px = |x: f64| LEFT + (tx(x) - x_lo) / (x_hi - x_lo) * (WIDTH - LEFT - RIGHT);
         let py = |y: f64| HEIGHT - BOTTOM - (y - y_lo) / (y_hi - y_lo) * (HEIGHT - TOP - BOTTOM);
