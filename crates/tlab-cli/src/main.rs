@@ -5,6 +5,7 @@ mod compare;
 mod exchange;
 mod netem_cmd;
 mod run_cmd;
+mod sweep;
 mod transports;
 
 use std::net::SocketAddr;
@@ -72,6 +73,33 @@ enum Command {
         /// Skip the emulator calibration at the end.
         #[arg(long)]
         no_calibration: bool,
+    },
+    /// Vary one parameter (loss, delay, streams, size) for chosen transports and plot a metric against it.
+    Sweep {
+        /// The parameter.
+        #[arg(long, value_enum)]
+        param: sweep::Param,
+        /// Values: `a,b,c` or `start:stop:step` (loss as a probability, delay in ms).
+        #[arg(long)]
+        values: String,
+        /// Transport modes.
+        #[arg(long, value_delimiter = ',', required = true)]
+        transports: Vec<String>,
+        /// `latency` (p99 one-way latency) or `hol` (HOL penalty).
+        #[arg(long, default_value = "latency")]
+        experiment: String,
+        /// Messages per stream per point.
+        #[arg(long, default_value_t = 500)]
+        messages: u64,
+        /// Messages per second per stream.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Repetitions per point.
+        #[arg(long, default_value_t = 1)]
+        repetitions: u32,
+        /// Results directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Check a suite file without running it: prints the matrix size or the first error.
     Check {
@@ -168,6 +196,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::List { json } => list(json),
         Command::Run { suite, shard, out, no_calibration } => {
             tokio::task::spawn_blocking(move || run_cmd::run(&suite, shard.as_deref(), out, !no_calibration).map(|_| ())).await?
+        }
+        Command::Sweep { param, values, transports, experiment, messages, rate, repetitions, out } => {
+            let sweep = sweep::Sweep { param, values: sweep::parse_values(&values)?, transports, experiment, messages, rate_hz: rate, repetitions };
+            tokio::task::spawn_blocking(move || sweep::run(&sweep, out).map(|_| ())).await?
         }
         Command::Check { suite } => {
             let suite = run_cmd::load_suite(&suite)?;

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use tlab_core::service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig, Transport};
-use tlab_netem::emulator::{CLIENT_ALT_ADDR, EmulatedLink, SERVER_ADDR};
-use tlab_netem::Link;
+use tlab_netem::RunningLink;
+use tlab_netem::emulator::{CLIENT_ALT_ADDR, SERVER_ADDR};
 use tlab_results::{Manifest, ManifestPart, ProfileRecord, RunRecord, RunStatus};
 
 use crate::suite::{Cell, Suite};
@@ -65,7 +65,7 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, 
     let started = Instant::now();
     let started_utc = utc_now();
     let mut records = Vec::with_capacity(cells.len());
-    let mut congestion_control = String::from("unknown");
+    let mut link_info = LinkInfo { congestion_control: "unknown".into(), backend: "unknown".into() };
     for (done, cell) in cells.iter().enumerate() {
         let eta = if done == 0 { String::from("?") } else { format_secs(started.elapsed().as_secs_f64() / done as f64 * (cells.len() - done) as f64) };
         eprint!(
@@ -77,9 +77,9 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, 
             cell.profile,
             cell.repetition
         );
-        let (record, cc) = run_cell(suite, cell, &identity, &options.transports);
-        if let Some(cc) = cc {
-            congestion_control = cc;
+        let (record, info) = run_cell(suite, cell, &identity, &options.transports);
+        if let Some(info) = info {
+            link_info = info;
         }
         match &record.error {
             None => eprintln!("ok ({:.1} s)", record.duration_s),
@@ -89,7 +89,7 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, 
         writeln!(runs_file, "{line}").and_then(|_| runs_file.flush()).map_err(write_err(&runs_path))?;
         records.push(record);
     }
-    let manifest = manifest(suite, options, &congestion_control, ManifestPart {
+    let manifest = manifest(suite, &link_info, ManifestPart {
         shard: options.shard.map_or("all".into(), |(i, n)| format!("{i}/{n}")),
         host: read_trimmed("/proc/sys/kernel/hostname"),
         started_utc,
@@ -103,7 +103,14 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, 
 
 /// Runs one cell; never fails: errors and timeouts become the record's status. Also returns the link's TCP
 /// congestion control.
-fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, transports: &TransportFactory) -> (RunRecord, Option<String>) {
+/// What the manifest records about the links that ran.
+#[derive(Clone)]
+struct LinkInfo {
+    congestion_control: String,
+    backend: String,
+}
+
+fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, transports: &TransportFactory) -> (RunRecord, Option<LinkInfo>) {
     let started = Instant::now();
     let mut record = RunRecord {
         suite: suite.name.clone(),
@@ -121,7 +128,7 @@ fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, transports: &T
         series: Default::default(),
     };
     let result = execute(suite, cell, identity, transports);
-    let cc = result.as_ref().ok().map(|(_, cc)| cc.clone());
+    let info = result.as_ref().ok().map(|(_, info)| info.clone());
     match result {
         Ok((outcome, _)) => {
             record.metrics = outcome.metrics;
@@ -142,7 +149,7 @@ fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, transports: &T
         }
     }
     record.duration_s = started.elapsed().as_secs_f64();
-    (record, cc)
+    (record, info)
 }
 
 enum CellError {
@@ -155,13 +162,13 @@ fn execute(
     cell: &Cell,
     identity: &Arc<Identity>,
     transports: &TransportFactory,
-) -> Result<(workload::Outcome, String), CellError> {
+) -> Result<(workload::Outcome, LinkInfo), CellError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| CellError::Failed(format!("{what}: {e}"));
     let make = || transports(&cell.transport).ok_or_else(|| CellError::Failed(format!("unknown transport {}", cell.transport)));
     let profile = suite.profiles[&cell.profile].clone();
-    let link = Arc::new(EmulatedLink::start(Link::from_profile(&profile, cell.seed)).map_err(|e| failed("starting the link", &e))?);
+    let link = Arc::new(RunningLink::start(&profile, cell.seed, suite.backend).map_err(|e| failed("starting the link", &e))?);
     let link_started = tokio::time::Instant::now();
-    let congestion_control = link.congestion_control().to_string();
+    let link_info = LinkInfo { congestion_control: link.congestion_control().to_string(), backend: link.backend().to_string() };
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -208,8 +215,7 @@ fn execute(
         profile,
         link_started,
         wire_bytes: Arc::new(move || {
-            let c = counters_link.counters();
-            c.uplink.output.bytes + c.downlink.output.bytes
+            counters_link.counters().map_or(0, |c| c.uplink.output.bytes + c.downlink.output.bytes)
         }),
         alternate_local: SocketAddr::from((CLIENT_ALT_ADDR, 0)),
         seed: cell.seed,
@@ -231,8 +237,8 @@ fn execute(
     let outcome = client_thread.join().unwrap_or_else(|_| Err(CellError::Failed("client thread panicked".into())));
     let _ = stop_tx.send(());
     let _ = server_thread.join();
-    drop(Arc::try_unwrap(link).map(EmulatedLink::stop));
-    outcome.map(|o| (o, congestion_control))
+    drop(Arc::try_unwrap(link).map(RunningLink::stop));
+    outcome.map(|o| (o, link_info))
 }
 
 /// A runtime for one side of a cell; built on a thread inside a namespace, its sockets live there.
@@ -240,12 +246,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
 }
 
-fn manifest(suite: &Suite, options: &RunOptions, congestion_control: &str, part: ManifestPart) -> Manifest {
+fn manifest(suite: &Suite, link: &LinkInfo, part: ManifestPart) -> Manifest {
     let sha256 = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
     let git = |args: &[&str]| {
         std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    let _ = options;
     Manifest {
         tlab_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit: git(&["rev-parse", "HEAD"]),
@@ -266,8 +271,8 @@ fn manifest(suite: &Suite, options: &RunOptions, congestion_control: &str, part:
             .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
             .unwrap_or_else(|| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        emulator_backend: "tun".into(),
-        congestion_control: congestion_control.to_string(),
+        emulator_backend: link.backend.clone(),
+        congestion_control: link.congestion_control.clone(),
         parts: vec![part],
     }
 }

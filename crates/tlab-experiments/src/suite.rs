@@ -8,6 +8,7 @@
 //! transports = ["ws", "grpc"]        # or ["all"]
 //! profiles = ["clean", "lossy-2"]    # shipped names or paths relative to the suite file
 //! cell_timeout_s = 30
+//! backend = "auto"                   # auto | tun | kernel (link emulator)
 //!
 //! [[experiment]]
 //! kind = "latency"                   # latency | hol | ordering | migration | handshake | overhead | outage
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tlab_netem::Profile;
+use tlab_netem::{Backend, Profile};
 
 /// What is wrong with a suite file; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,8 @@ struct RawSuite {
     profiles: Vec<String>,
     #[serde(default = "default_timeout")]
     cell_timeout_s: f64,
+    #[serde(default)]
+    backend: Backend,
     #[serde(rename = "experiment")]
     experiments: Vec<RawExperiment>,
 }
@@ -277,6 +280,8 @@ pub struct Suite {
     pub repetitions: u32,
     /// Per-cell timeout.
     pub cell_timeout: Duration,
+    /// Link emulator backend: `auto` (kernel netem where present and the profile allows, else TUN), `tun`, `kernel`.
+    pub backend: Backend,
     /// The suite file's path as given and its text (recorded in the manifest).
     pub file: String,
     /// The suite file's contents.
@@ -396,6 +401,7 @@ impl Suite {
             seed: raw.seed,
             repetitions: raw.repetitions,
             cell_timeout: Duration::from_secs_f64(raw.cell_timeout_s),
+            backend: raw.backend,
             file,
             text: text.to_string(),
             profiles,
