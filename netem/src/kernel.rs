@@ -17,6 +17,16 @@ const ETHERNET_HEADER: u64 = 14;
 
 /// Whether this kernel has sch_netem: adds a netem qdisc to `lo` of a throwaway namespace.
 pub fn netem_available() -> Result<bool, IoError> {
+    // The kernel's qdiscs do not change while we run: probe once per process (a suite asks once per cell).
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if let Some(available) = AVAILABLE.get() {
+        return Ok(*available);
+    }
+    let available = probe_netem()?;
+    Ok(*AVAILABLE.get_or_init(|| available))
+}
+
+fn probe_netem() -> Result<bool, IoError> {
     let probe = NetNs::new("probe")?;
     let output = probe.exec("tc", &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "0ms"])?;
     let stderr = String::from_utf8_lossy(&output.stderr);
