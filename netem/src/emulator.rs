@@ -23,7 +23,7 @@ use nix::poll::{PollFd, PollFlags};
 use crate::io_error::IoError;
 use crate::namespace::NetNs;
 use crate::tun::Tun;
-use crate::{Counters, Direction, EventKind, Link, Packet};
+use crate::{Counters, Direction, EventKind, Impairments, Link, Packet, Target};
 
 /// The client's address inside its namespace.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -107,6 +107,15 @@ pub struct EmulatedLink {
     threads: Option<(Worker, Worker)>,
     congestion_control: &'static str,
     realtime: bool,
+    commands: mpsc::Sender<LinkCommand>,
+}
+
+/// A change asked of a running link; the forwarding thread applies it at its next wake-up (within 10 ms).
+#[derive(Debug, Clone)]
+enum LinkCommand {
+    Impair(Target, Impairments),
+    Event(EventKind),
+    Blackhole(Target, Duration),
 }
 
 /// Gives the forwarding thread a real-time priority (SCHED_FIFO 10) so that busy CPUs — the endpoints, or anything
@@ -137,6 +146,7 @@ impl EmulatedLink {
         let counters = Arc::new(Mutex::new(LinkCounters::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (control_tx, control_rx) = mpsc::channel();
+        let (commands, command_rx) = mpsc::channel();
         let control = {
             let client = client.clone();
             std::thread::Builder::new()
@@ -151,6 +161,7 @@ impl EmulatedLink {
             counters: counters.clone(),
             stop: stop.clone(),
             control: control_tx,
+            commands: command_rx,
             nat: false,
             moved: false,
             pool: Vec::new(),
@@ -164,7 +175,22 @@ impl EmulatedLink {
             })
             .map_err(|e| IoError::io("spawning the forwarding thread", e))?;
         let realtime = tid_rx.recv().is_ok_and(make_realtime);
-        Ok(Self { client, server, counters, stop, threads: Some((thread, control)), congestion_control, realtime })
+        Ok(Self { client, server, counters, stop, threads: Some((thread, control)), congestion_control, realtime, commands })
+    }
+
+    /// Replaces the impairments of `target` from now on (packets already inside keep their schedule).
+    pub fn set_impairments(&self, target: Target, impairments: Impairments) {
+        let _ = self.commands.send(LinkCommand::Impair(target, impairments));
+    }
+
+    /// Fires an address change or NAT rebinding now.
+    pub fn fire_event(&self, kind: EventKind) {
+        let _ = self.commands.send(LinkCommand::Event(kind));
+    }
+
+    /// Drops every packet entering `target` for `duration`, starting now.
+    pub fn blackhole(&self, target: Target, duration: Duration) {
+        let _ = self.commands.send(LinkCommand::Blackhole(target, duration));
     }
 
     /// The TCP congestion control running in both namespaces (record it in results).
@@ -224,6 +250,8 @@ struct Forwarder {
     stop: Arc<AtomicBool>,
     /// Events that need commands go to the control thread: running `ip` here would stall every packet.
     control: mpsc::Sender<EventKind>,
+    /// Changes asked by [`EmulatedLink`]'s owner while the link runs.
+    commands: mpsc::Receiver<LinkCommand>,
     /// After a NAT rebinding the client's flows appear to come from [`CLIENT_ALT_ADDR`].
     nat: bool,
     /// After an address change [`CLIENT_ADDR`] no longer exists on the path.
@@ -244,6 +272,13 @@ impl Forwarder {
         let mut io = LinkCounters::default();
         while !self.stop.load(Ordering::Relaxed) {
             let now = start.elapsed();
+            while let Ok(command) = self.commands.try_recv() {
+                match command {
+                    LinkCommand::Impair(target, impairments) => self.link.set_impairments(now, target, impairments),
+                    LinkCommand::Event(kind) => self.link.schedule_event(now, kind),
+                    LinkCommand::Blackhole(target, duration) => self.link.add_blackhole(target, now..now + duration),
+                }
+            }
             while let Some(event) = self.link.poll_event(now) {
                 io.events += 1;
                 match event.kind {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tlab_experiments::Suite;
-use tlab_experiments::runner::{RunOptions, TransportFactory, run_suite, utc_now};
+use tlab_experiments::runner::{RunOptions, TransportFactory, run_suite};
 use tlab_results::Manifest;
 
 use crate::transports;
@@ -21,8 +21,7 @@ fn factory() -> TransportFactory {
 
 /// `results/<suite>-<UTC timestamp>`.
 fn default_out(suite: &str) -> PathBuf {
-    let stamp: String = utc_now().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    PathBuf::from(format!("results/{suite}-{stamp}"))
+    PathBuf::from(format!("results/{suite}-{}", crate::utc_stamp()))
 }
 
 /// Loads a suite, reporting every problem before anything runs.

@@ -240,6 +240,23 @@ async fn sources(ctx: &Context, streams: u32, messages: u64, size: usize, rate_h
     Ok(logs)
 }
 
+/// Echo streams 0..`streams` on one connection, concurrently; their logs in stream order.
+async fn echo_streams(ctx: &Context, streams: u32, messages: u64, size: usize, rate_hz: u64) -> Result<Vec<StreamLog>, Error> {
+    let reliable = ctx.transport.capabilities().reliable;
+    let conn = ctx.transport.connect(ctx.client.clone()).await?;
+    let mut tasks = Vec::new();
+    for id in 0..streams {
+        let stream = conn.open_stream(StreamOpen::echo(id)).await?;
+        tasks.push(tokio::spawn(echo(stream, id, messages, size, rate_hz, reliable)));
+    }
+    let mut logs = Vec::new();
+    for task in tasks {
+        logs.push(task.await.map_err(|e| Error::Transport(e.to_string()))??);
+    }
+    conn.close().await;
+    Ok(logs)
+}
+
 /// Runs `spec` and returns its metrics.
 pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
@@ -248,18 +265,7 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
         ExperimentSpec::Latency { messages, size, rate_hz, streams, pattern } => {
             let started = Instant::now();
             let logs = if pattern == "echo" {
-                let conn = ctx.transport.connect(ctx.client.clone()).await?;
-                let mut tasks = Vec::new();
-                for id in 0..*streams {
-                    let stream = conn.open_stream(StreamOpen::echo(id)).await?;
-                    tasks.push(tokio::spawn(echo(stream, id, *messages, *size, *rate_hz, reliable)));
-                }
-                let mut logs = Vec::new();
-                for task in tasks {
-                    logs.push(task.await.map_err(|e| Error::Transport(e.to_string()))??);
-                }
-                conn.close().await;
-                logs
+                echo_streams(ctx, *streams, *messages, *size, *rate_hz).await?
             } else {
                 sources(ctx, *streams, *messages, *size, *rate_hz, true).await?
             };
@@ -288,17 +294,7 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
             outcome.latency("separate_", separate_h);
         }
         ExperimentSpec::Ordering { streams, messages, size, rate_hz } => {
-            let conn = ctx.transport.connect(ctx.client.clone()).await?;
-            let mut tasks = Vec::new();
-            for id in 0..*streams {
-                let stream = conn.open_stream(StreamOpen::echo(id)).await?;
-                tasks.push(tokio::spawn(echo(stream, id, *messages, *size, *rate_hz, reliable)));
-            }
-            let mut logs = Vec::new();
-            for task in tasks {
-                logs.push(task.await.map_err(|e| Error::Transport(e.to_string()))??);
-            }
-            conn.close().await;
+            let logs = echo_streams(ctx, *streams, *messages, *size, *rate_hz).await?;
             record_ordering(&mut outcome, ordering_of(&logs, *messages), *messages * *streams as u64);
             outcome.latency("", histogram_of(&logs));
         }

@@ -5,6 +5,18 @@ use tlab_results::{LatencyHistogram, Manifest, RunRecord, RunStatus, SummaryRow}
 use crate::document::{Block, Document};
 use crate::svg::{BarChart, LineChart, Series};
 
+/// Metrics computed from others of the same run, so results written by older versions get them too:
+/// `hol_penalty_p90_us` = p90(shared) − p90(separate). (p99 is set by a handful of retransmission-timeout events in
+/// either case; p90 shows the head-of-line signature more steadily.)
+pub fn derive_metrics(runs: &mut [RunRecord]) {
+    for run in runs {
+        if let (Some(shared), Some(separate)) = (run.metrics.get("shared_p90_us"), run.metrics.get("separate_p90_us")) {
+            let penalty = shared - separate;
+            run.metrics.entry("hol_penalty_p90_us".into()).or_insert(penalty);
+        }
+    }
+}
+
 /// `summary.csv`: one row per cell and metric.
 pub fn summary_csv(rows: &[SummaryRow]) -> String {
     let mut csv = String::from("experiment,params,transport,profile,metric,mean,ci95,n,failed\n");
@@ -13,6 +25,12 @@ pub fn summary_csv(rows: &[SummaryRow]) -> String {
         csv.push_str(&format!("{},{params},{},{},{},{},{},{},{}\n", r.experiment, r.transport, r.profile, r.metric, r.mean, r.ci95, r.n, r.failed));
     }
     csv
+}
+
+/// A file-name-safe label for a profile given as a name or a path (`profiles/rtt10-loss1.toml` → `rtt10-loss1`).
+fn slug(profile: &str) -> String {
+    let stem = profile.rsplit('/').next().unwrap_or(profile).trim_end_matches(".toml");
+    stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
 /// Distinct values in first-seen order.
@@ -51,7 +69,7 @@ impl Summary<'_> {
 fn headline_metrics(experiment: &str) -> &'static [&'static str] {
     match experiment {
         "latency" => &["p50_us", "p99_us", "p999_us", "goodput_mbit_s", "missing", "order_violations"],
-        "hol" => &["shared_p99_us", "separate_p99_us", "hol_penalty_us", "delayed_share_shared", "delayed_share_separate"],
+        "hol" => &["shared_p90_us", "separate_p90_us", "hol_penalty_p90_us", "hol_penalty_us", "delayed_share_shared", "delayed_share_separate"],
         "ordering" => &["delivery_ratio", "order_violations", "duplicates", "missing", "reorder_depth"],
         "migration" => &["gap_ms", "missing", "duplicates", "reconnects", "survived_without_reconnect"],
         "handshake" => &["handshake_ms", "handshake_rtts", "rtt_ms"],
@@ -64,7 +82,7 @@ fn headline_metrics(experiment: &str) -> &'static [&'static str] {
 fn definitions() -> Vec<String> {
     [
         "latency — per message, one-way (receive time − sent_at, CLOCK_MONOTONIC shared by client and server namespaces) for source streams, round trip for echo streams; HdrHistogram in µs, 3 significant digits.",
-        "HOL penalty — the same workload with K streams on one connection (shared) and one connection per stream (separate), same link: p99(shared) − p99(separate); plus the share of messages delayed more than one RTT beyond the base delay (base = fastest message of the cell).",
+        "HOL penalty — the same workload with K streams on one connection (shared) and one connection per stream (separate), same link: p99(shared) − p99(separate), and the same at p90 (p99 of ~1,000 messages is set by a few retransmission timeouts in either case, p90 shows the head-of-line signature steadily); plus the share of messages delayed more than one RTT beyond the base delay (base = fastest message of the cell). Where one loss-limited connection cannot carry the offered load, the shared case also pays for sharing one congestion window.",
         "ordering — per stream: order violations (arrived after a higher seq), duplicates, missing; delivery ratio and reorder depth (most higher seqs that overtook a message), for datagrams too.",
         "migration — steady echo traffic through the profile's address change / NAT rebind: gap = longest inter-arrival gap; missing / duplicated messages; whether the connection survived without reconnecting (natively) or was recovered by the session layer's reconnect + resume.",
         "handshake — connect start → first message delivered, in ms and in RTTs (RTT = fastest echo on the established connection).",
@@ -172,46 +190,40 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
                     })
                     .collect();
                 let chart = LineChart { title: format!("Latency CDF — {profile}"), x_label: "latency (µs, log)".into(), y_label: "share of messages".into(), log_x: true, markers: false, series, marker_x: None };
-                doc.push(Block::Plot(format!("latency-cdf-{profile}.svg"), chart.render()));
+                doc.push(Block::Plot(format!("latency-cdf-{}.svg", slug(profile)), chart.render()));
             }
-            let by_loss = transports
-                .iter()
-                .map(|t| {
-                    let mut points: Vec<(f64, f64)> = profiles
-                        .iter()
-                        .filter_map(|p| {
-                            let loss = runs.iter().find(|r| &r.profile == p).and_then(|r| r.metrics.get("link_loss")).copied()?;
-                            summary.get(experiment, None, t, p, "p99_us").map(|(m, _)| (loss * 100.0, m))
-                        })
-                        .collect();
-                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series { name: t.clone(), points }
-                })
-                .collect();
-            let chart = LineChart { title: "p99 latency vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "p99 latency (µs)".into(), log_x: false, markers: false, series: by_loss, marker_x: None };
+            let series = metric_vs_loss(experiment, "p99_us", runs, &transports, &profiles, summary);
+            let chart = LineChart { title: "p99 latency vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "p99 latency (µs)".into(), log_x: false, markers: false, series, marker_x: None };
             doc.push(Block::Plot("p99-vs-loss.svg".into(), chart.render()));
         }
-        "hol" => doc.push(Block::Plot("hol-penalty.svg".into(), bars("hol_penalty_us", "HOL penalty: p99(shared) − p99(separate)", "µs").render())),
+        "hol" => {
+            doc.push(Block::Plot("hol-penalty.svg".into(), bars("hol_penalty_us", "HOL penalty: p99(shared) − p99(separate)", "µs").render()));
+            doc.push(Block::Plot("hol-penalty-p90.svg".into(), bars("hol_penalty_p90_us", "HOL penalty at p90: p90(shared) − p90(separate)", "µs").render()));
+            // Per RTT, the penalty against loss: TCP-multiplexed modes should grow, QUIC streams should not.
+            let mut delays: Vec<f64> = runs.iter().filter_map(|r| r.metrics.get("link_delay_ms").copied()).collect();
+            delays.sort_by(f64::total_cmp);
+            delays.dedup();
+            if delays.len() > 1 || profiles.len() > 2 {
+                for delay in delays {
+                    let same_delay: Vec<String> = profiles
+                        .iter()
+                        .filter(|p| runs.iter().any(|r| &r.profile == *p && r.metrics.get("link_delay_ms") == Some(&delay)))
+                        .cloned()
+                        .collect();
+                    let series = metric_vs_loss(experiment, "hol_penalty_p90_us", runs, &transports, &same_delay, summary);
+                    let rtt = 2.0 * delay;
+                    let chart = LineChart { title: format!("HOL penalty (p90) vs loss, {rtt} ms RTT"), x_label: "loss each way (%)".into(), y_label: "p90(shared) − p90(separate), µs".into(), log_x: false, markers: false, series, marker_x: None };
+                    doc.push(Block::Plot(format!("hol-p90-vs-loss-rtt{rtt}.svg"), chart.render()));
+                }
+            }
+        }
         "handshake" => doc.push(Block::Plot("handshake.svg".into(), bars("handshake_ms", "Handshake: connect → first message", "ms").render())),
         "outage" => {
             doc.push(Block::Plot("outage-gap.svg".into(), bars("gap_ms", "Longest gap through the outage", "ms").render()));
             timelines(experiment, runs, &transports, &profiles, doc);
         }
         "ordering" => {
-            let series = transports
-                .iter()
-                .map(|t| {
-                    let mut points: Vec<(f64, f64)> = profiles
-                        .iter()
-                        .filter_map(|p| {
-                            let loss = runs.iter().find(|r| &r.profile == p).and_then(|r| r.metrics.get("link_loss")).copied()?;
-                            summary.get(experiment, None, t, p, "delivery_ratio").map(|(m, _)| (loss * 100.0, m))
-                        })
-                        .collect();
-                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series { name: t.clone(), points }
-                })
-                .collect();
+            let series = metric_vs_loss(experiment, "delivery_ratio", runs, &transports, &profiles, summary);
             let chart = LineChart { title: "Delivery ratio vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "delivered / sent".into(), log_x: false, markers: false, series, marker_x: None };
             doc.push(Block::Plot("delivery-vs-loss.svg".into(), chart.render()));
         }
@@ -244,6 +256,24 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
         "migration" => timelines(experiment, runs, &transports, &profiles, doc),
         _ => {}
     }
+}
+
+/// One series per transport: `metric` against the profile's nominal loss (%), one point per profile.
+fn metric_vs_loss(experiment: &str, metric: &str, runs: &[&RunRecord], transports: &[String], profiles: &[String], summary: &Summary<'_>) -> Vec<Series> {
+    transports
+        .iter()
+        .map(|t| {
+            let mut points: Vec<(f64, f64)> = profiles
+                .iter()
+                .filter_map(|p| {
+                    let loss = runs.iter().find(|r| &r.profile == p).and_then(|r| r.metrics.get("link_loss")).copied()?;
+                    summary.get(experiment, None, t, p, metric).map(|(m, _)| (loss * 100.0, m))
+                })
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { name: t.clone(), points }
+        })
+        .collect()
 }
 
 /// Mean of a metric over every cell of one experiment and transport whose params contain `param` (any profile).
@@ -352,7 +382,7 @@ fn timelines(experiment: &str, runs: &[&RunRecord], transports: &[String], profi
             series,
             marker_x: event.map(|e| (e, "event".to_string())),
         };
-        doc.push(Block::Plot(format!("{experiment}-{profile}.svg"), chart.render()));
+        doc.push(Block::Plot(format!("{experiment}-{}.svg", slug(profile)), chart.render()));
     }
 }
 
@@ -375,6 +405,13 @@ mod tests {
         }];
         let csv = summary_csv(&rows);
         assert_eq!(csv.lines().nth(1).unwrap(), r#"hol,"{""streams"":8}",grpc,lossy-2,hol_penalty_us,1500,20,3,0"#);
+    }
+
+    #[test]
+    fn plot_names_are_file_names() {
+        assert_eq!(slug("profiles/rtt10-loss0.5.toml"), "rtt10-loss0.5");
+        assert_eq!(slug("lossy-2"), "lossy-2");
+        assert_eq!(slug("a b/c:d"), "c_d");
     }
 
     #[test]

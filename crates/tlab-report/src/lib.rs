@@ -77,7 +77,8 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ReportError> {
 /// Writes `summary.csv`, `plots/`, `report.md` and `report.html` into `dir` from its raw results.
 pub fn write(dir: &Path) -> Result<Written, ReportError> {
     let manifest = read_manifest(dir)?;
-    let runs = read_runs(dir)?;
+    let mut runs = read_runs(dir)?;
+    figures::derive_metrics(&mut runs);
     let calibration = std::fs::read_to_string(dir.join("calibration.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
     let summary = tlab_results::summarize(&runs);
     let summary_path = dir.join("summary.csv");
