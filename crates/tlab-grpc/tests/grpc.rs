@@ -1,42 +1,24 @@
 //! End-to-end tests of the gRPC transport on 127.0.0.1 against `EchoService`.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use tlab_core::config::ResumeFrom;
-use tlab_core::service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{
     ClientConfig, Connection, ControlOp, Error, Limits, Message, MessageKind, MessageStream, Server, ServerConfig,
-    StreamMode, StreamOpen, StreamService, Transport,
+    StreamMode, StreamOpen, Transport,
 };
 use tlab_grpc::GrpcTransport;
+use tlab_testkit::{CountingService, bounded};
 
 const TOKEN: &str = "s3cret";
-
-/// `EchoService` that counts the streams reaching it.
-#[derive(Default)]
-struct Counting {
-    echo: EchoService,
-    served: AtomicUsize,
-}
-
-#[async_trait]
-impl StreamService for Counting {
-    async fn serve(&self, open: StreamOpen, stream: MessageStream) {
-        self.served.fetch_add(1, Ordering::SeqCst);
-        self.echo.serve(open, stream).await;
-    }
-}
 
 struct Fixture {
     server: Box<dyn Server>,
     pin: CertPin,
-    service: Arc<Counting>,
+    service: Arc<CountingService>,
 }
 
 impl Fixture {
@@ -45,7 +27,7 @@ impl Fixture {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("tlab_grpc=debug").try_init();
         let identity = Arc::new(Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap());
         let pin = CertPin::Sha256(identity.sha256());
-        let service = Arc::new(Counting::default());
+        let service = Arc::new(CountingService::default());
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             identity,
@@ -68,10 +50,6 @@ impl Fixture {
     }
 }
 
-/// Runs a test body with a deadline so that a hang fails instead of blocking the suite.
-async fn bounded<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(Duration::from_secs(30), body).await.expect("test timed out");
-}
 
 fn payload(stream: u32, seq: u64, size: usize) -> Bytes {
     let mut bytes = vec![(stream as u8) ^ (seq as u8); size];
@@ -113,7 +91,7 @@ async fn echo_on_many_streams_of_one_connection() {
         for round in rounds {
             round.await.unwrap();
         }
-        assert_eq!(fx.service.served.load(Ordering::SeqCst), 6);
+        assert_eq!(fx.service.served(), 6);
         conn.close().await;
         assert!(matches!(conn.open_stream(StreamOpen::echo(9)).await, Err(Error::Closed(_))));
         fx.server.shutdown().await;
@@ -194,7 +172,7 @@ async fn wrong_token_is_unauthorized_before_the_service() {
             conn.open_stream(StreamOpen { stream: 1, mode: StreamMode::Sink, resume: None }).await.unwrap();
         let _ = sink.finish().await;
         assert!(matches!(source.recv().await, Err(Error::Unauthorized)));
-        assert_eq!(fx.service.served.load(Ordering::SeqCst), 0);
+        assert_eq!(fx.service.served(), 0);
         // The right token on the same server still works.
         echo_round(&*fx.connect().await, 0, 10, 10).await;
         fx.server.shutdown().await;
@@ -262,14 +240,14 @@ async fn malformed_frame_fails_that_stream_only() {
         healthy.sink.send(Message::data(1, 0, Bytes::from_static(b"still here"))).await.unwrap();
         assert_eq!(&healthy.source.recv().await.unwrap().unwrap().payload[..], b"still here");
         // A source size the SourceRequest cannot carry is refused before anything is sent.
-        let before = fx.service.served.load(Ordering::SeqCst);
+        let before = fx.service.served();
         let oversized_source = StreamOpen {
             stream: 0,
             mode: StreamMode::Source { count: 1, size: 1 << 33, interval_us: 0 },
             resume: None,
         };
         assert!(matches!(conn.open_stream(oversized_source).await, Err(Error::Config(_))));
-        assert_eq!(fx.service.served.load(Ordering::SeqCst), before);
+        assert_eq!(fx.service.served(), before);
         fx.server.shutdown().await;
     })
     .await;

@@ -1,43 +1,25 @@
 //! End-to-end tests of the raw QUIC transport on 127.0.0.1 against `EchoService`, including a hand-made quinn
 //! client that sends what a well-behaved client never does.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use quinn::crypto::rustls::QuicClientConfig;
-use tlab_core::service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{
     ClientConfig, Connection, ControlOp, Error, Limits, Message, MessageKind, MessageStream, Server, ServerConfig,
-    StreamMode, StreamOpen, StreamService, Transport, frame,
+    StreamMode, StreamOpen, Transport, frame,
 };
 use tlab_quic::{Congestion, QuicTransport};
+use tlab_testkit::{CountingService, bounded};
 
 const TOKEN: &str = "s3cret";
-
-/// `EchoService` that counts the streams reaching it.
-#[derive(Default)]
-struct Counting {
-    echo: EchoService,
-    served: AtomicUsize,
-}
-
-#[async_trait]
-impl StreamService for Counting {
-    async fn serve(&self, open: StreamOpen, stream: MessageStream) {
-        self.served.fetch_add(1, Ordering::SeqCst);
-        self.echo.serve(open, stream).await;
-    }
-}
 
 struct Fixture {
     server: Box<dyn Server>,
     pin: CertPin,
-    service: Arc<Counting>,
+    service: Arc<CountingService>,
 }
 
 impl Fixture {
@@ -46,7 +28,7 @@ impl Fixture {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("tlab_quic=debug").try_init();
         let identity = Arc::new(Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap());
         let pin = CertPin::Sha256(identity.sha256());
-        let service = Arc::new(Counting::default());
+        let service = Arc::new(CountingService::default());
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             identity,
@@ -101,10 +83,6 @@ fn header(text: &str) -> Bytes {
     buf.freeze()
 }
 
-/// Runs a test body with a deadline so that a hang fails instead of blocking the suite.
-async fn bounded<F: Future<Output = ()>>(body: F) {
-    tokio::time::timeout(Duration::from_secs(30), body).await.expect("test timed out");
-}
 
 fn payload(stream: u32, seq: u64, size: usize) -> Bytes {
     let mut bytes = vec![(stream as u8) ^ (seq as u8); size];
@@ -168,7 +146,7 @@ async fn echo_on_many_streams_of_one_connection() {
         for round in rounds {
             round.await.unwrap();
         }
-        assert_eq!(fx.service.served.load(Ordering::SeqCst), 6);
+        assert_eq!(fx.service.served(), 6);
         conn.close().await;
         assert!(matches!(conn.open_stream(StreamOpen::echo(9)).await, Err(Error::Closed(_))));
         fx.server.shutdown().await;
@@ -241,7 +219,7 @@ async fn wrong_token_fails_in_connect_before_the_service() {
             matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(0x101) && &c.reason[..] == b"unauthorized"),
             "{closed:?} / {err:?}"
         );
-        assert_eq!(fx.service.served.load(Ordering::SeqCst), 0);
+        assert_eq!(fx.service.served(), 0);
         echo_round(&*fx.connect().await, 0, 10, 10).await;
         fx.server.shutdown().await;
     })
@@ -357,7 +335,7 @@ async fn rebind_migrates_the_same_connection() {
             conn.rebind(new_local).await.expect("rebind");
         })
         .await;
-        assert_eq!(fx.service.served.load(Ordering::SeqCst), 1);
+        assert_eq!(fx.service.served(), 1);
         // The new path keeps working for new streams too.
         echo_round(&*conn, 8, 100, 100).await;
         fx.server.shutdown().await;

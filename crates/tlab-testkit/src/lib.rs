@@ -73,3 +73,30 @@ impl TestServer {
 
 #[doc(hidden)]
 pub use tlab_core::Transport as __Transport;
+
+/// [`EchoService`] that counts the streams reaching it: proves that refused input never got to the application.
+#[derive(Default)]
+pub struct CountingService {
+    echo: EchoService,
+    served: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingService {
+    /// Streams handed to the application so far.
+    pub fn served(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl tlab_core::StreamService for CountingService {
+    async fn serve(&self, open: tlab_core::StreamOpen, stream: tlab_core::MessageStream) {
+        self.served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.echo.serve(open, stream).await;
+    }
+}
+
+/// Runs a test body with a deadline so that a hang fails instead of blocking the suite.
+pub async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), body).await.expect("test timed out");
+}
