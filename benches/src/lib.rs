@@ -1,6 +1,6 @@
 //! `tlab-benches` measures what the transport-lab abstraction costs: for each transport it runs the same loopback
 //! echo workload once through our adapter ([`tlab`], i.e. [`tlab_core::Transport`] against
-//! [`tlab_core::service::EchoService`]) and once written directly on the raw library ([`raw_ws`]
+//! [`tlab_service::EchoService`]) and once written directly on the raw library ([`raw_ws`]
 //! tokio-tungstenite, [`raw_grpc`] tonic, [`raw_sse`] axum + reqwest, [`raw_quic`] quinn, [`raw_h3`] h3 + h3-quinn,
 //! [`raw_wt`] wtransport), both over the same rustls TLS identity and certificate pin. The criterion harness is
 //! `benches/transports.rs` (`cargo bench -p tlab-benches --bench transports`); `scripts/bench-ratios.py` turns its

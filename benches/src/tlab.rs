@@ -1,4 +1,4 @@
-//! Our side: any [`Transport`] serving [`tlab_core::service::EchoService`], one stream opened with
+//! Our side: any [`Transport`] serving [`tlab_service::EchoService`], one stream opened with
 //! [`StreamOpen::echo`].
 
 use tlab_core::{Connection, Limits, Message, MessageSink, MessageSource, StreamOpen, Transport};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use tlab_core::service::EchoService;
+use tlab_service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig};
 

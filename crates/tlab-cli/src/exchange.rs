@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tlab_core::clock::monotonic_ns;
-use tlab_core::session::{ResilientSession, SessionConfig};
+use tlab_session::{ResilientSession, SessionConfig};
 use tlab_core::{ClientConfig, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
 
 /// What the exchange does on each stream.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tlab_core::service::EchoService;
+use tlab_service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig};
 

@@ -1,8 +1,8 @@
 //! `tlab-core` is the one abstraction every transport of transport-lab implements: a [`Message`] carried on one of
 //! the N logical streams of a session, the [`Transport`] / [`Connection`] / stream traits, [`Capabilities`] as data,
-//! client and server configuration (address, TLS identity, token, [`Limits`]), the binary [`frame`] codec shared by
-//! the byte-oriented transports, and the transport-independent session layer ([`session`]: heartbeat, reconnect with
-//! backoff and jitter, resume without loss or duplicates). It depends on no transport library.
+//! client and server configuration (address, TLS identity, token, [`Limits`]), and the binary [`frame`] codec shared by
+//! the byte-oriented transports. It depends on no transport library; the session layer (`tlab-session`) and the
+//! server application (`tlab-service`) are built on it.
 
 pub mod capabilities;
 pub mod clock;
@@ -10,9 +10,6 @@ pub mod config;
 pub mod error;
 pub mod frame;
 pub mod message;
-pub mod reliable;
-pub mod service;
-pub mod session;
 pub mod tls;
 pub mod transport;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tlab_core::service::EchoService;
+use tlab_service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig, Transport};
 use tlab_netem::RunningLink;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tlab_core::clock::monotonic_ns;
-use tlab_core::session::{ResilientSession, SessionConfig};
+use tlab_session::{ResilientSession, SessionConfig};
 use tlab_core::{ClientConfig, Connection, Error, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
 use tlab_netem::{EventKind, Profile, ScheduleAction};
 use tlab_results::LatencyHistogram;

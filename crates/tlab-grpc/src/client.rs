@@ -296,7 +296,7 @@ mod tests {
 
     use bytes::BufMut;
     use prost::Message as _;
-    use tlab_core::service::EchoService;
+    use tlab_service::EchoService;
     use tlab_core::tls::{CertPin, Identity};
     use tlab_core::{ServerConfig, Transport};
     use tonic::client::Grpc;

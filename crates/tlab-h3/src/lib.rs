@@ -87,7 +87,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use tlab_core::service::EchoService;
+    use tlab_service::EchoService;
     use tlab_core::tls::{CertPin, Identity};
     use tlab_core::{Limits, Message, MessageStream, Server as _, StreamOpen};
 

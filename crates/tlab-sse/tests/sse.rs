@@ -9,8 +9,8 @@ use bytes::Bytes;
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use tlab_core::config::StreamMode;
-use tlab_core::service::EchoService;
-use tlab_core::session::{ResilientSession, SessionConfig};
+use tlab_service::EchoService;
+use tlab_session::{ResilientSession, SessionConfig};
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{
     ClientConfig, Connection, Error, Limits, Message, MessageStream, Server, ServerConfig, StreamOpen, Transport, frame,

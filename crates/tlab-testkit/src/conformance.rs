@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tlab_core::session::{ResilientSession, SessionConfig};
+use tlab_session::{ResilientSession, SessionConfig};
 use tlab_core::{Error, Limits, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
 use tokio::io::AsyncWriteExt;
 

@@ -8,7 +8,7 @@ mod proxy;
 
 use std::sync::Arc;
 
-use tlab_core::service::EchoService;
+use tlab_service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, Server, ServerConfig, Transport};
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tlab_core::frame::encode;
-use tlab_core::service::EchoService;
-use tlab_core::session::{ResilientSession, SessionConfig};
+use tlab_service::EchoService;
+use tlab_session::{ResilientSession, SessionConfig};
 use tlab_core::tls::{CertPin, Identity, client_config, server_name};
 use tlab_core::{
     ClientConfig, Connection, Error, Limits, Message, MessageStream, Server, ServerConfig, StreamMode, StreamOpen, Transport,

@@ -17,11 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{ClientConfig, ResumeFrom, StreamMode, StreamOpen};
-use crate::error::Error;
-use crate::message::{ControlOp, Message, MessageKind, StreamId};
+use tlab_core::config::{ClientConfig, ResumeFrom, StreamMode, StreamOpen};
+use tlab_core::Error;
+use tlab_core::message::{ControlOp, Message, MessageKind, StreamId};
 use crate::reliable::{Incoming, ReliableState};
-use crate::transport::{Connection, MessageSink, MessageSource, MessageStream, Transport};
+use tlab_core::transport::{Connection, MessageSink, MessageSource, MessageStream, Transport};
 
 /// Tuning of the client session layer.
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::message::Message;
+use tlab_core::message::Message;
 
 /// Acknowledge after this many new data messages (acks are also sent with every heartbeat).
 pub const ACK_EVERY: u64 = 32;

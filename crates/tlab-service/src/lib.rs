@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{StreamMode, StreamOpen};
-use crate::message::{ControlOp, Message, MessageKind, StreamId};
-use crate::reliable::{Incoming, ReliableState};
-use crate::transport::{MessageSink, MessageStream, StreamService};
+use tlab_core::config::{StreamMode, StreamOpen};
+use tlab_core::message::{ControlOp, Message, MessageKind, StreamId};
+use tlab_session::reliable::{Incoming, ReliableState};
+use tlab_core::transport::{MessageSink, MessageStream, StreamService};
 
 /// Most unacknowledged messages a resumable source stream sends before waiting for an ack.
 const SOURCE_WINDOW: usize = 4096;
@@ -72,7 +72,7 @@ impl EchoService {
 
     async fn serve_plain(&self, open: StreamOpen, stream: MessageStream) {
         let MessageStream { mut sink, mut source } = stream;
-        let outcome: Result<(), crate::Error> = async {
+        let outcome: Result<(), tlab_core::Error> = async {
             match open.mode {
                 StreamMode::Echo => {
                     while let Some(msg) = source.recv().await? {
@@ -113,7 +113,7 @@ impl EchoService {
         let (entry, generation) = self.attach(session, open.stream);
         let MessageStream { mut sink, mut source } = stream;
         let current = |s: &ResumableStream| s.generation == generation;
-        let outcome: Result<(), crate::Error> = async {
+        let outcome: Result<(), tlab_core::Error> = async {
             let (resend, next_expected) = {
                 let mut s = entry.lock().unwrap();
                 (s.reliable.resume(peer_next_expected), s.reliable.ack_now())
@@ -144,7 +144,7 @@ impl EchoService {
                 tokio::select! {
                     incoming = tokio::time::timeout(self.config.idle_timeout, source.recv()) => {
                         let Ok(incoming) = incoming else {
-                            return Err(crate::Error::PeerDead(self.config.idle_timeout));
+                            return Err(tlab_core::Error::PeerDead(self.config.idle_timeout));
                         };
                         let Some(msg) = incoming? else {
                             return self.finish_resumable(&entry, open, &mut *sink).await;
@@ -170,7 +170,7 @@ impl EchoService {
                                     }
                                     Incoming::Duplicate => {}
                                     Incoming::Gap { expected } => {
-                                        return Err(crate::Error::Protocol(format!("seq {} received, {expected} expected", msg.seq)));
+                                        return Err(tlab_core::Error::Protocol(format!("seq {} received, {expected} expected", msg.seq)));
                                     }
                                 },
                                 (_, Some(ControlOp::Ack)) => s.reliable.on_ack(msg.seq),
@@ -210,7 +210,7 @@ impl EchoService {
         entry: &Mutex<ResumableStream>,
         open: StreamOpen,
         sink: &mut dyn MessageSink,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), tlab_core::Error> {
         let summary = {
             let mut s = entry.lock().unwrap();
             match open.mode {
