@@ -48,6 +48,7 @@ pub async fn run(names: &[String], workloads: &[Workload], out: &Path) -> anyhow
             token: "compare".into(),
             limits: Limits::default(),
             service: Arc::new(EchoService::default()),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         let server = transport.serve(config).await.with_context(|| format!("serving {name}"))?;
         for (j, workload) in workloads.iter().enumerate() {

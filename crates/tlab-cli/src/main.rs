@@ -301,6 +301,7 @@ async fn serve(name: &str, listen: SocketAddr, token: String, limits: Limits) ->
         token: token.clone(),
         limits,
         service: Arc::new(EchoService::default()),
+        congestion: tlab_core::config::CongestionControl::default(),
     };
     let server = transport.serve(config).await.with_context(|| format!("starting {name} on {listen}"))?;
     let announcement = serde_json::json!({

@@ -42,6 +42,52 @@ impl Limits {
     }
 }
 
+/// The congestion controller a run's connections use, on both ends: the suite's `congestion_control`.
+///
+/// The QUIC transports run quinn's implementation of it; the TCP-based transports ignore this field, because kernel
+/// TCP's algorithm is a per-network-namespace setting that the runner makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438), Linux TCP's default.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 6582 / RFC 9002).
+    NewReno,
+    /// BBR (version 1).
+    Bbr,
+}
+
+impl CongestionControl {
+    /// Every algorithm, in the order of the docs.
+    pub const ALL: [Self; 3] = [Self::Cubic, Self::NewReno, Self::Bbr];
+
+    /// The name in suites and results: `cubic`, `newreno` or `bbr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cubic => "cubic",
+            Self::NewReno => "newreno",
+            Self::Bbr => "bbr",
+        }
+    }
+}
+
+impl std::fmt::Display for CongestionControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CongestionControl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|cc| cc.name() == s).ok_or_else(|| {
+            Error::Config(format!("unknown congestion control `{s}` (expected cubic, newreno or bbr)"))
+        })
+    }
+}
+
 /// Everything a transport needs to serve.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -55,6 +101,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// What the server does with each accepted stream (echo, source, sink).
     pub service: Arc<dyn StreamService>,
+    /// The congestion controller of the connections the server accepts (QUIC transports; TCP ignores it).
+    pub congestion: CongestionControl,
 }
 
 /// Everything a transport needs to connect.
@@ -70,12 +118,21 @@ pub struct ClientConfig {
     pub limits: Limits,
     /// Give up a connection attempt after this long.
     pub connect_timeout: Duration,
+    /// The congestion controller of the connections the client opens (QUIC transports; TCP ignores it).
+    pub congestion: CongestionControl,
 }
 
 impl ClientConfig {
-    /// A configuration with default limits and a 10 s connect timeout.
+    /// A configuration with default limits, a 10 s connect timeout and the default congestion controller (CUBIC).
     pub fn new(url: impl Into<String>, pin: CertPin, token: impl Into<String>) -> Self {
-        Self { url: url.into(), pin, token: token.into(), limits: Limits::default(), connect_timeout: Duration::from_secs(10) }
+        Self {
+            url: url.into(),
+            pin,
+            token: token.into(),
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(10),
+            congestion: CongestionControl::default(),
+        }
     }
 
     /// The `host:port` authority and the path of [`ClientConfig::url`].
@@ -232,6 +289,17 @@ mod tests {
         assert!(matches!(limits.check_size(11), Err(Error::MessageTooLarge { size: 11, limit: 10 })));
         assert!(limits.check_streams(1, 1).is_ok());
         assert!(matches!(limits.check_streams(2, 2), Err(Error::TooManyStreams { stream: 2, limit: 2 })));
+    }
+
+    #[test]
+    fn congestion_control_names_round_trip() {
+        for cc in CongestionControl::ALL {
+            assert_eq!(cc.to_string().parse::<CongestionControl>().unwrap(), cc);
+        }
+        assert_eq!("newreno".parse::<CongestionControl>().unwrap(), CongestionControl::NewReno);
+        assert_eq!(CongestionControl::default(), CongestionControl::Cubic);
+        assert!(matches!("reno".parse::<CongestionControl>(), Err(Error::Config(_))));
+        assert!(matches!("CUBIC".parse::<CongestionControl>(), Err(Error::Config(_))));
     }
 
     #[test]

@@ -179,6 +179,7 @@ fn execute(
         token: "tlab-run".into(),
         limits: Limits::default(),
         service: Arc::new(EchoService::default()),
+        congestion: tlab_core::config::CongestionControl::default(),
     };
     let server_ns = link.server().clone();
     let server_thread = std::thread::spawn(move || {

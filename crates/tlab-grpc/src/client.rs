@@ -366,6 +366,7 @@ mod tests {
             token: "t".into(),
             limits: Limits::default(),
             service: Arc::new(EchoService::default()),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         let server = crate::GrpcTransport::new().serve(config).await.unwrap();
         let addr = server.local_addr();

@@ -34,6 +34,7 @@ impl Fixture {
             token: TOKEN.into(),
             limits,
             service: service.clone(),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         let server = GrpcTransport::new().serve(config).await.unwrap();
         Self { server, pin, service }

@@ -102,6 +102,7 @@ mod tests {
             token: "t".into(),
             limits: Limits::default(),
             service: Arc::new(EchoService::default()),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         let server = server::serve(config, Congestion::default()).await.unwrap();
         let client_config = ClientConfig::new(server.url(), CertPin::Sha256(identity.sha256()), "t");

@@ -42,6 +42,7 @@ impl Fixture {
             token: TOKEN.into(),
             limits,
             service: Arc::new(EchoService::default()),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         // The server is the same for both modes.
         let server = SseTransport::http2().serve(config).await.unwrap();

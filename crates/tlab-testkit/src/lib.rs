@@ -53,6 +53,7 @@ impl TestServer {
             token: token.clone(),
             limits,
             service: Arc::new(EchoService::default()),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         let server = transport.serve(config).await.expect("server starts");
         Self { server, identity, token }

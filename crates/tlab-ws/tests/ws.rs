@@ -42,6 +42,7 @@ impl Fixture {
             token: TOKEN.into(),
             limits,
             service: Arc::new(EchoService::default()),
+            congestion: tlab_core::config::CongestionControl::default(),
         };
         let server = transport.serve(config).await.unwrap();
         Self { server, identity }
