@@ -1,12 +1,14 @@
 //! Benchmarks of the TUN emulator itself (`tlab netem bench`): how fast it forwards with no impairment, how exactly
-//! it delays, and whether it ever drops a packet the profile did not ask it to. The goals are checked here, in a
-//! benchmark, rather than in tests, because timing depends on the machine.
+//! it delays, and whether it ever drops a packet the profile did not ask it to; plus the rate the kernel backend's
+//! `tbf` delivers. The goals are checked here, in a benchmark, rather than in tests, because timing depends on the
+//! machine.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::emulator::{DEVICE, EmulatedLink, LinkCounters};
+use crate::kernel::KernelLink;
 use crate::selftest::{DelayCheck, delay_check, tcp_bulk};
 use crate::{IoError, Link, Profile};
 
@@ -62,6 +64,19 @@ impl UnintendedDrops {
     }
 }
 
+/// TCP bulk client → server through the kernel backend shaped to a pure rate (a root `tbf`, which needs no
+/// sch_netem): how close the kernel comes to the configured rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelRate {
+    /// Configured uplink rate, Mbit/s.
+    pub configured_mbit: f64,
+    /// Goodput, Mbit/s (TCP/IP headers excluded, so somewhat below the configured rate).
+    pub measured_mbit: f64,
+}
+
+/// Uplink rate of the kernel-backend measurement, Mbit/s.
+const KERNEL_RATE_MBIT: u32 = 20;
+
 /// Everything `tlab netem bench` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Benchmark {
@@ -71,6 +86,8 @@ pub struct Benchmark {
     pub delay: DelayCheck,
     /// Drops nobody asked for, over both runs.
     pub unintended_drops: UnintendedDrops,
+    /// The kernel backend's rate shaping (a figure, not a goal: the kernel's `tbf` is not ours to tune).
+    pub kernel_rate: KernelRate,
 }
 
 impl Benchmark {
@@ -89,12 +106,12 @@ fn profile(text: &str) -> Result<Profile, IoError> {
 }
 
 /// Runs the benchmark: a TCP bulk transfer of `duration` through the clean link, then `probes` UDP probes
-/// (every 500 µs) through a 20 ms link.
+/// (every 500 µs) through a 20 ms link, then a TCP bulk transfer of `duration` through a rate-limited kernel link.
 pub fn run(seed: u64, duration: Duration, probes: u64, progress: impl Fn(&str)) -> Result<Benchmark, IoError> {
     let mut drops = UnintendedDrops::default();
     progress("TCP bulk through the unimpaired emulator");
     let link = EmulatedLink::start(Link::from_profile(&profile("name = \"clean\"\n")?, seed))?;
-    let (bytes, elapsed) = tcp_bulk(&link, duration)?;
+    let (bytes, elapsed) = tcp_bulk(link.client(), link.server(), duration)?;
     let throughput = Throughput {
         seconds: elapsed.as_secs_f64(),
         gbit_per_s: bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
@@ -107,5 +124,14 @@ pub fn run(seed: u64, duration: Duration, probes: u64, progress: impl Fn(&str)) 
     let configured = Duration::from_millis(20);
     let delay = delay_check("delay-20ms", &profile("name = \"delay-20ms\"\n[link]\ndelay_ms = 20\n")?, configured, seed, probes)?;
     drops.lost_probes = probes - delay.samples as u64;
-    Ok(Benchmark { throughput, delay, unintended_drops: drops })
+    progress("TCP bulk through a rate-limited kernel link");
+    let rate = format!("name = \"kernel-rate\"\n[uplink]\nrate_mbit = {KERNEL_RATE_MBIT}\nqueue_bytes = 100000\n");
+    let link = KernelLink::start(&profile(&rate)?)?;
+    let (bytes, elapsed) = tcp_bulk(link.client(), link.server(), duration)?;
+    link.stop()?;
+    let kernel_rate = KernelRate {
+        configured_mbit: f64::from(KERNEL_RATE_MBIT),
+        measured_mbit: bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e6,
+    };
+    Ok(Benchmark { throughput, delay, unintended_drops: drops, kernel_rate })
 }

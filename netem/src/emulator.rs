@@ -131,9 +131,10 @@ fn make_realtime(tid: nix::unistd::Pid) -> bool {
 /// A background thread of the link and its outcome.
 type Worker = JoinHandle<Result<(), IoError>>;
 
-/// TCP congestion control wanted in both namespaces, best first. The host default may be BBR; a TCP-vs-QUIC
-/// comparison must run the same algorithm on both and say which. Some kernels allow only a subset inside a
-/// namespace (`net.ipv4.tcp_allowed_congestion_control`), hence the fallback.
+/// TCP congestion control wanted in both namespaces, best first; the host default may be BBR. Cubic is the QUIC
+/// modes' default (quinn's), so with it a TCP-vs-QUIC comparison compares protocols. Some kernels allow only a
+/// subset inside a namespace (`net.ipv4.tcp_allowed_congestion_control`, "reno bbr" on the development machine):
+/// then TCP falls back to reno, unlike QUIC's default, which is why the link reports the one that runs.
 pub const CONGESTION_CONTROL_PREFERENCE: [&str; 2] = ["cubic", "reno"];
 
 impl EmulatedLink {

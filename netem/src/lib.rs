@@ -1,41 +1,24 @@
-//! `tlab-netem` is transport-lab's link emulator model: a sans-IO description of what a network path does to each IP
-//! packet — loss (Bernoulli, Gilbert-Elliott), duplication, corruption, a rate-limited drop-tail bottleneck or a
-//! Mahimahi delivery trace, delay with jitter, blackhole windows — plus the TOML profile files that configure it.
-//! Nothing here reads a clock, opens a socket or spawns a thread: the caller passes `now` (time since the link
-//! started) to [`Link::push`] and [`Link::poll_release`], and sleeps until [`Link::next_wakeup`]. That keeps the
-//! model deterministic for a given seed and testable on virtual time; the TUN and kernel backends are thin I/O loops
-//! around it ([`emulator`] for TUN, [`kernel`] for `tc` netem, [`backend`] to start either). [`ipv4`] holds the pure packet rewriting used for address-change and NAT-rebinding events.
+//! `tlab-netem` is transport-lab's link emulator: the I/O backends that carry real kernel TCP/UDP between a client
+//! and a server network namespace through the sans-IO link model of `tlab-netem-model`. This crate does the I/O the
+//! model leaves out — it creates namespaces ([`namespace`]), opens TUN devices ([`tun`]), spawns the forwarding and
+//! control threads and reads the clock to drive the model ([`emulator`]), shapes a veth pair with `tc`
+//! ([`kernel`]), picks one of the two ([`backend`]) and measures the emulator ([`bench`](mod@bench), [`selftest`]). It
+//! re-exports the whole model, so `tlab_netem::Profile`, `tlab_netem::Link` and `tlab_netem::ipv4` keep working.
 
 pub mod backend;
 pub mod bench;
 pub mod emulator;
 mod io_error;
-pub mod ipv4;
-pub mod namespace;
-mod impairments;
-mod link;
-mod pipeline;
-mod profile;
-mod seed;
 pub mod kernel;
+pub mod namespace;
 pub mod selftest;
-pub mod stage;
-pub mod tc;
-pub mod trace;
 // The one place that needs `unsafe`: the TUNSETIFF ioctl (no safe wrapper exists in nix).
 #[allow(unsafe_code)]
 pub mod tun;
 
 pub use backend::{Backend, RunningLink};
 pub use emulator::{EmulatedLink, LinkCounters};
-pub use kernel::KernelLink;
-pub use impairments::{Bottleneck, Impairments, ImpairmentsPatch, Jitter, JitterDistribution, LossModel};
-pub use link::{Direction, EventKind, Link, LinkEvent, Target};
-pub use pipeline::{Counters, Pipeline, Tally};
-pub use profile::{Profile, ProfileError, ScheduleAction, ScheduleEntry};
-pub use seed::derive_seed;
 pub use io_error::IoError;
-pub use trace::DeliveryTrace;
-
-/// One IP packet as raw bytes; the model never parses it (see [`ipv4`] for the one place that does).
-pub type Packet = Vec<u8>;
+pub use kernel::KernelLink;
+// The whole model (its modules `ipv4`, `stage`, `tc`, `trace` included), so that users need only this crate.
+pub use tlab_netem_model::*;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::emulator::{EmulatedLink, SERVER_ADDR};
+use crate::namespace::NetNs;
 use crate::{IoError, Link, Profile};
 
 /// Measured one-way delay against the configured one.
@@ -174,8 +175,9 @@ pub(crate) fn delay_errors(name: &str, configured: Duration, delays: &[u64]) -> 
     })
 }
 
-/// Loss rate of a profile with Bernoulli loss `configured` on the uplink.
-pub fn loss_check(name: &str, profile: &Profile, configured: f64, seed: u64) -> Result<LossCheck, IoError> {
+/// Loss rate of `profile`'s uplink (the probes' direction) against the mean loss its impairments configure.
+pub fn loss_check(name: &str, profile: &Profile, seed: u64) -> Result<LossCheck, IoError> {
+    let configured = profile.uplink.loss.mean_loss();
     let link = EmulatedLink::start(Link::from_profile(profile, seed))?;
     let sent = 5000;
     let received = udp_probes(&link, sent, Duration::from_micros(200))?.len() as u64;
@@ -191,9 +193,10 @@ pub fn loss_check(name: &str, profile: &Profile, configured: f64, seed: u64) -> 
     })
 }
 
-/// A TCP bulk transfer client → server for about `duration`; returns the bytes the server read and the time it took.
-pub(crate) fn tcp_bulk(link: &EmulatedLink, duration: Duration) -> Result<(u64, Duration), IoError> {
-    let listener = link.server().run(|| TcpListener::bind((SERVER_ADDR, 5998)))?.map_err(io("binding the TCP sink"))?;
+/// A TCP bulk transfer from the `client` to the `server` namespace of a link (either backend) for about `duration`;
+/// returns the bytes the server read and the time it took.
+pub(crate) fn tcp_bulk(client: &NetNs, server: &NetNs, duration: Duration) -> Result<(u64, Duration), IoError> {
+    let listener = server.run(|| TcpListener::bind((SERVER_ADDR, 5998)))?.map_err(io("binding the TCP sink"))?;
     let sink = std::thread::spawn(move || -> std::io::Result<(u64, Duration)> {
         let (mut conn, _) = listener.accept()?;
         let mut buf = vec![0u8; 1 << 16];
@@ -205,7 +208,7 @@ pub(crate) fn tcp_bulk(link: &EmulatedLink, duration: Duration) -> Result<(u64, 
             }
         }
     });
-    let mut stream = link.client().run(|| TcpStream::connect((SERVER_ADDR, 5998)))?.map_err(io("connecting the TCP source"))?;
+    let mut stream = client.run(|| TcpStream::connect((SERVER_ADDR, 5998)))?.map_err(io("connecting the TCP source"))?;
     let chunk = vec![0x42u8; 1 << 16];
     let start = Instant::now();
     while start.elapsed() < duration {
@@ -224,7 +227,7 @@ pub fn mathis_check(duration: Duration, seed: u64) -> Result<MathisCheck, IoErro
     )
     .map_err(|e| IoError::Setup(e.to_string()))?;
     let link = EmulatedLink::start(Link::from_profile(&profile, seed))?;
-    let (bytes, elapsed) = tcp_bulk(&link, duration)?;
+    let (bytes, elapsed) = tcp_bulk(link.client(), link.server(), duration)?;
     let congestion_control = link.congestion_control().to_string();
     link.stop()?;
     let rtt = Duration::from_millis(40);
@@ -250,8 +253,7 @@ pub fn run(seed: u64, progress: impl Fn(&str)) -> Result<SelfTest, IoError> {
     for name in ["lossy-2", "lossy-5"] {
         progress(&format!("loss {name}"));
         let profile = Profile::builtin(name).map_err(|e| IoError::Setup(e.to_string()))?;
-        let configured = if name == "lossy-2" { 0.02 } else { 0.05 };
-        loss.push(loss_check(name, &profile, configured, seed)?);
+        loss.push(loss_check(name, &profile, seed)?);
     }
     progress("TCP bulk at 1 % loss, 40 ms RTT (Mathis)");
     let mathis = mathis_check(Duration::from_secs(10), seed)?;

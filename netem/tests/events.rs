@@ -1,6 +1,7 @@
-//! Schedule events through the TUN backend (needs root): a NAT rebinding rewrites the client's source address on the
-//! way while the client keeps its address; an address change moves the client itself to its new address, keeping
-//! UDP flows of unconnected sockets (what QUIC uses) and ending TCP connections bound to the old address.
+//! Schedule events through the TUN backend (needs root): a NAT rebinding, scheduled or fired at run time, rewrites the
+//! client's source address (not its port) on the way while the client keeps its address; an address change moves the
+//! client itself to its new address, keeping UDP flows of unconnected sockets (what QUIC uses) and ending TCP
+//! connections bound to the old address.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -8,11 +9,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tlab_netem::emulator::{CLIENT_ADDR, CLIENT_ALT_ADDR, EmulatedLink, SERVER_ADDR};
-use tlab_netem::{Link, Profile};
+use tlab_netem::{EventKind, Link, Profile};
 
-fn link_with_event(event: &str) -> EmulatedLink {
+/// A 1 ms link whose profile schedules `event`, if given, at 0.4 s.
+fn link_with_event(event: Option<&str>) -> EmulatedLink {
     assert!(nix::unistd::Uid::effective().is_root(), "the TUN backend test needs root (CI runs as root)");
-    let text = format!("name = \"{event}\"\n[link]\ndelay_ms = 1\n[[schedule]]\nat_s = 0.4\nevent = \"{event}\"\n");
+    let mut text = "name = \"events\"\n[link]\ndelay_ms = 1\n".to_string();
+    if let Some(event) = event {
+        text += &format!("[[schedule]]\nat_s = 0.4\nevent = \"{event}\"\n");
+    }
     let profile = Profile::from_str(&text, "inline event profile").unwrap();
     EmulatedLink::start(Link::from_profile(&profile, 1)).unwrap()
 }
@@ -53,7 +58,7 @@ fn ping(client: &UdpSocket, duration: Duration, split: Duration) -> (u32, u32) {
 
 #[test]
 fn nat_rebinding_changes_the_source_the_server_sees_and_replies_still_arrive() {
-    let link = link_with_event("nat-rebind");
+    let link = link_with_event(Some("nat-rebind"));
     let (_server, sources) = udp_echo(&link, 6001);
     // Bound to the old address explicitly: replies to 10.77.0.3 reach it only if the emulator rewrites them back.
     let client = link.client().run(|| UdpSocket::bind((CLIENT_ADDR, 0))).unwrap().unwrap();
@@ -71,13 +76,39 @@ fn nat_rebinding_changes_the_source_the_server_sees_and_replies_still_arrive() {
     assert_eq!(counters.old_address_dropped, 0, "a NAT rebinding drops nothing");
 }
 
+#[test]
+fn a_nat_rebinding_fired_at_run_time_rewrites_only_the_packets_after_it() {
+    let link = link_with_event(None);
+    let (_server, sources) = udp_echo(&link, 6001);
+    let client = link.client().run(|| UdpSocket::bind((CLIENT_ADDR, 0))).unwrap().unwrap();
+    let port = client.local_addr().unwrap().port();
+    let (replies, _) = ping(&client, Duration::from_millis(300), Duration::MAX);
+    let before: Vec<SocketAddr> = sources.try_iter().collect();
+    assert!(replies >= 10, "replies before the rebinding: {replies}");
+    assert!(before.iter().all(|s| *s == SocketAddr::from((CLIENT_ADDR, port))), "{before:?}");
+    assert_eq!(link.counters().events, 0, "an event fired that nobody asked for");
+
+    link.fire_event(EventKind::NatRebind);
+    let (replies, _) = ping(&client, Duration::from_millis(300), Duration::MAX);
+    let after: Vec<SocketAddr> = sources.try_iter().collect();
+    assert!(replies >= 10, "replies after the rebinding: {replies}");
+    // The command reaches the forwarder at its next wake-up: a few datagrams may still pass unchanged, then all
+    // are rewritten and stay so.
+    let switch = after.iter().position(|s| s.ip() == IpAddr::from(CLIENT_ALT_ADDR)).expect("no datagram was rebound");
+    assert!(after[..switch].iter().all(|s| *s == SocketAddr::from((CLIENT_ADDR, port))), "{after:?}");
+    assert!(after[switch..].iter().all(|s| *s == SocketAddr::from((CLIENT_ALT_ADDR, port))), "{after:?}");
+    let counters = link.stop().unwrap();
+    assert_eq!(counters.events, 1);
+    assert_eq!(counters.old_address_dropped, 0, "a NAT rebinding drops nothing");
+}
+
 fn client_addresses(link: &EmulatedLink) -> String {
     String::from_utf8(link.client().exec("ip", &["-o", "-4", "addr", "show", "dev", "tlab0"]).unwrap().stdout).unwrap()
 }
 
 #[test]
 fn address_change_moves_udp_flows_and_ends_tcp_connections_of_the_old_address() {
-    let link = link_with_event("address-change");
+    let link = link_with_event(Some("address-change"));
     let (server_udp, sources) = udp_echo(&link, 6001);
     let listener = link.server().run(|| TcpListener::bind((SERVER_ADDR, 6000))).unwrap().unwrap();
     let (peers_tx, peers) = mpsc::channel();

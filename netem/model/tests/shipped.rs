@@ -1,13 +1,14 @@
 //! The shipped profiles and traces: every profile loads (from disk and embedded, identically), and every trace is
-//! exactly what its documented generator produces. `TLAB_BLESS=1 cargo test -p tlab-netem --test shipped`
+//! exactly what its documented generator produces. `TLAB_BLESS=1 cargo test -p tlab-netem-model --test shipped`
 //! regenerates the trace files.
 
 use std::path::{Path, PathBuf};
 
-use tlab_netem::{Bottleneck, DeliveryTrace, Profile};
+use tlab_netem_model::{Bottleneck, DeliveryTrace, Profile};
 
+/// A folder of the `tlab-netem` crate, which holds the shipped profiles and traces this crate embeds.
 fn dir(sub: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(sub)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(sub)
 }
 
 /// The shipped traces and the generator calls that produce them.

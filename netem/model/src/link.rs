@@ -49,7 +49,7 @@ impl Target {
 pub enum EventKind {
     /// The client moves to a new IP address (its packets leave from the new address from now on).
     AddressChange,
-    /// A NAT between client and server picks a new public address/port for the client's flows.
+    /// A NAT between client and server picks a new public address for the client's flows (the port stays).
     NatRebind,
 }
 

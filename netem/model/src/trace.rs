@@ -7,8 +7,8 @@
 //! opportunity `i` of cycle `m` is at `m·period + t[i]`. An opportunity that finds the queue empty is wasted.
 //!
 //! The files in `netem/traces/` come from [`DeliveryTrace::constant_rate`] and [`DeliveryTrace::cellular`] with the
-//! parameters listed in `tests/shipped.rs`, which checks them; `TLAB_BLESS=1 cargo test -p tlab-netem --test
-//! shipped` rewrites them.
+//! parameters listed in `netem/model/tests/shipped.rs`, which checks them; `TLAB_BLESS=1 cargo test -p
+//! tlab-netem-model --test shipped` rewrites them.
 
 use std::time::Duration;
 

@@ -150,21 +150,21 @@ pub enum ScheduleAction {
 
 /// Profiles shipped in `netem/profiles/`, embedded so they work wherever the binary runs.
 const BUILTIN_PROFILES: &[(&str, &str)] = &[
-    ("clean", include_str!("../profiles/clean.toml")),
-    ("lan", include_str!("../profiles/lan.toml")),
-    ("wan-50ms", include_str!("../profiles/wan-50ms.toml")),
-    ("lossy-1", include_str!("../profiles/lossy-1.toml")),
-    ("lossy-2", include_str!("../profiles/lossy-2.toml")),
-    ("lossy-5", include_str!("../profiles/lossy-5.toml")),
-    ("lossy-10", include_str!("../profiles/lossy-10.toml")),
-    ("bursty", include_str!("../profiles/bursty.toml")),
-    ("jittery-reorder", include_str!("../profiles/jittery-reorder.toml")),
-    ("3g", include_str!("../profiles/3g.toml")),
-    ("lte", include_str!("../profiles/lte.toml")),
-    ("satellite", include_str!("../profiles/satellite.toml")),
-    ("blackhole-2s", include_str!("../profiles/blackhole-2s.toml")),
-    ("address-change", include_str!("../profiles/address-change.toml")),
-    ("nat-rebind", include_str!("../profiles/nat-rebind.toml")),
+    ("clean", include_str!("../../profiles/clean.toml")),
+    ("lan", include_str!("../../profiles/lan.toml")),
+    ("wan-50ms", include_str!("../../profiles/wan-50ms.toml")),
+    ("lossy-1", include_str!("../../profiles/lossy-1.toml")),
+    ("lossy-2", include_str!("../../profiles/lossy-2.toml")),
+    ("lossy-5", include_str!("../../profiles/lossy-5.toml")),
+    ("lossy-10", include_str!("../../profiles/lossy-10.toml")),
+    ("bursty", include_str!("../../profiles/bursty.toml")),
+    ("jittery-reorder", include_str!("../../profiles/jittery-reorder.toml")),
+    ("3g", include_str!("../../profiles/3g.toml")),
+    ("lte", include_str!("../../profiles/lte.toml")),
+    ("satellite", include_str!("../../profiles/satellite.toml")),
+    ("blackhole-2s", include_str!("../../profiles/blackhole-2s.toml")),
+    ("address-change", include_str!("../../profiles/address-change.toml")),
+    ("nat-rebind", include_str!("../../profiles/nat-rebind.toml")),
 ];
 
 fn builtin_list() -> String {
@@ -173,9 +173,9 @@ fn builtin_list() -> String {
 
 /// Traces shipped in `netem/traces/`, keyed by the path the shipped profiles use (relative to `profiles/`).
 const BUILTIN_TRACES: &[(&str, &str)] = &[
-    ("../traces/const-12mbit.trace", include_str!("../traces/const-12mbit.trace")),
-    ("../traces/lte-down.trace", include_str!("../traces/lte-down.trace")),
-    ("../traces/lte-up.trace", include_str!("../traces/lte-up.trace")),
+    ("../traces/const-12mbit.trace", include_str!("../../traces/const-12mbit.trace")),
+    ("../traces/lte-down.trace", include_str!("../../traces/lte-down.trace")),
+    ("../traces/lte-up.trace", include_str!("../../traces/lte-up.trace")),
 ];
 
 impl Profile {
