@@ -11,7 +11,6 @@ use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig};
 
 use crate::exchange::{self, Pattern, Plan, Report};
-use crate::transports;
 
 /// One workload of the comparison.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +40,7 @@ pub async fn run(names: &[String], workloads: &[Workload], out: &Path) -> anyhow
     let mut failures = Vec::new();
     let total = names.len() * workloads.len();
     for (i, name) in names.iter().enumerate() {
-        let transport: Arc<dyn tlab_core::Transport> = Arc::from(transports::by_name(name)?);
+        let transport: Arc<dyn tlab_core::Transport> = Arc::from(tlab_transports::by_name(name)?);
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse()?,
             identity: identity.clone(),

@@ -6,7 +6,6 @@ mod exchange;
 mod netem_cmd;
 mod run_cmd;
 mod sweep;
-mod transports;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,7 +48,7 @@ enum Command {
     },
     /// Run the same exchanges on every transport over loopback and write a results directory with a report.
     Compare {
-        /// Transport modes (default: all).
+        /// Transport modes and groups, as in suites: names, `all`, `reliable`, `multiplexed`, … (default: all).
         #[arg(long, value_delimiter = ',')]
         transports: Vec<String>,
         /// Messages per stream in each workload.
@@ -82,7 +81,7 @@ enum Command {
         /// Values: `a,b,c` or `start:stop:step` (loss as a probability, delay in ms).
         #[arg(long)]
         values: String,
-        /// Transport modes.
+        /// Transport modes and groups, as in suites: names, `all`, `reliable`, `multiplexed`, ….
         #[arg(long, value_delimiter = ',', required = true)]
         transports: Vec<String>,
         /// `latency` (p99 one-way latency) or `hol` (HOL penalty).
@@ -198,6 +197,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || run_cmd::run(&suite, shard.as_deref(), out, !no_calibration).map(|_| ())).await?
         }
         Command::Sweep { param, values, transports, experiment, messages, rate, repetitions, out } => {
+            let transports = run_cmd::resolve_transports(&transports)?;
             let sweep = sweep::Sweep { param, values: sweep::parse_values(&values)?, transports, experiment, messages, rate_hz: rate, repetitions };
             tokio::task::spawn_blocking(move || sweep::run(&sweep, out).map(|_| ())).await?
         }
@@ -210,7 +210,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Merge { out, parts } => run_cmd::merge(&out, &parts),
         Command::Netem { command } => tokio::task::spawn_blocking(move || netem_cmd::run(command)).await?,
         Command::Compare { transports: names, messages, out } => {
-            let names = if names.is_empty() { transports::all().iter().map(|t| t.name().to_string()).collect() } else { names };
+            let names = run_cmd::resolve_transports(&if names.is_empty() { vec!["all".to_string()] } else { names })?;
             let out = out.unwrap_or_else(|| format!("results/compare-{}", utc_stamp()).into());
             let report = compare::run(&names, &compare::default_workloads(messages), &out).await?;
             println!("{}", std::fs::read_to_string(&report)?);
@@ -239,7 +239,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut config = ClientConfig::new(connect, pin, token);
             config.limits = limits.limits();
             let plan = exchange::Plan { streams, messages, size, pattern, resilient };
-            let report = exchange::run(Arc::from(transports::by_name(&transport)?), config, plan).await?;
+            let report = exchange::run(Arc::from(tlab_transports::by_name(&transport)?), config, plan).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -257,7 +257,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn list(json: bool) -> anyhow::Result<()> {
-    let all = transports::all();
+    let all = tlab_transports::all();
     if json {
         let rows: Vec<_> = all
             .iter()
@@ -290,7 +290,7 @@ fn list(json: bool) -> anyhow::Result<()> {
 }
 
 async fn serve(name: &str, listen: SocketAddr, token: String, limits: Limits) -> anyhow::Result<()> {
-    let transport = transports::by_name(name)?;
+    let transport = tlab_transports::by_name(name)?;
     let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
     names.dedup();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -8,15 +8,13 @@ use tlab_experiments::Suite;
 use tlab_experiments::runner::{RunOptions, TransportFactory, run_suite};
 use tlab_results::Manifest;
 
-use crate::transports;
-
-/// Every transport name `tlab` knows.
-fn known_transports() -> Vec<&'static str> {
-    transports::all().iter().map(|t| t.name()).collect()
+fn factory() -> TransportFactory {
+    Arc::new(|name: &str| tlab_transports::by_name(name).ok())
 }
 
-fn factory() -> TransportFactory {
-    Arc::new(|name: &str| transports::by_name(name).ok())
+/// Expands transport names and groups (`all`, `reliable`, …) the way a suite's `transports` does.
+pub fn resolve_transports(list: &[String]) -> anyhow::Result<Vec<String>> {
+    tlab_experiments::suite::resolve_transports(list, &tlab_transports::catalogue()).context("--transports")
 }
 
 /// `results/<suite>-<UTC timestamp>`.
@@ -26,7 +24,7 @@ fn default_out(suite: &str) -> PathBuf {
 
 /// Loads a suite, reporting every problem before anything runs.
 pub fn load_suite(path: &Path) -> anyhow::Result<Suite> {
-    Ok(Suite::load(path, &known_transports())?)
+    Ok(Suite::load(path, &tlab_transports::catalogue())?)
 }
 
 /// Runs a suite (or one shard), optionally calibrates the emulator, writes the report; returns the directory.
@@ -92,4 +90,44 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> anyhow::Result<()> {
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest.expect("at least one part"))?)?;
     std::fs::write(out.join("runs.jsonl"), runs)?;
     report(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tlab_core::Requirement;
+
+    fn shipped(name: &str) -> Suite {
+        load_suite(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments").join(name)).unwrap()
+    }
+
+    /// The transports of the cells of experiment kind `kind`, each once, in run order.
+    fn transports_of(suite: &Suite, kind: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for cell in suite.cells.iter().filter(|c| c.spec.kind() == kind) {
+            if !seen.contains(&cell.transport) {
+                seen.push(cell.transport.clone());
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn shipped_reliable_groups_are_every_reliable_mode() {
+        let reliable: Vec<String> = tlab_transports::select(Requirement::Reliable).iter().map(|t| t.name().to_string()).collect();
+        assert!(!reliable.contains(&"wt-datagram".to_string()), "{reliable:?}");
+        for (suite, kind) in [("quick.toml", "hol"), ("standard.toml", "hol"), ("migration.toml", "migration"), ("seed-article.toml", "latency")] {
+            assert_eq!(transports_of(&shipped(suite), kind), reliable, "{suite} {kind}");
+        }
+        assert_eq!(transports_of(&shipped("quick.toml"), "latency"), tlab_transports::names());
+    }
+
+    #[test]
+    fn cli_transport_lists_expand_like_suites() {
+        let list = |s: &[&str]| resolve_transports(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(list(&["datagram"]).unwrap(), ["wt-datagram"]);
+        assert_eq!(list(&["quic", "ws"]).unwrap(), ["ws", "quic"]);
+        let err = format!("{:#}", list(&["carrier-pigeon"]).unwrap_err());
+        assert!(err.contains("--transports") && err.contains("`carrier-pigeon`"), "{err}");
+    }
 }

@@ -180,7 +180,7 @@ mod tests {
         for (file, body) in &profiles {
             std::fs::write(dir.join(file), body).unwrap();
         }
-        let suite = tlab_experiments::Suite::parse(&text, &dir.join("sweep.toml"), &["ws", "quic"]).unwrap();
+        let suite = tlab_experiments::Suite::parse(&text, &dir.join("sweep.toml"), &tlab_transports::catalogue()).unwrap();
         assert_eq!(suite.cells.len(), 2 * 2 * 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }

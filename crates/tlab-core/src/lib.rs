@@ -13,7 +13,7 @@ pub mod message;
 pub mod tls;
 pub mod transport;
 
-pub use capabilities::Capabilities;
+pub use capabilities::{Capabilities, Requirement};
 pub use config::{ClientConfig, Limits, ServerConfig, StreamMode, StreamOpen};
 pub use error::Error;
 pub use message::{ControlOp, Message, MessageKind, StreamId};

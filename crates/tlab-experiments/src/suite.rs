@@ -5,7 +5,7 @@
 //! description = "…"
 //! seed = 1
 //! repetitions = 1
-//! transports = ["ws", "grpc"]        # or ["all"]
+//! transports = ["reliable", "wt-datagram"]  # names and groups, see below
 //! profiles = ["clean", "lossy-2"]    # shipped names or paths relative to the suite file
 //! cell_timeout_s = 30
 //! backend = "auto"                   # auto | tun | kernel (link emulator)
@@ -17,12 +17,25 @@
 //! rate_hz = 500
 //! profiles = ["lossy-2"]             # optional per-experiment override (also `transports`)
 //! ```
+//!
+//! ## Transport lists
+//! `transports` (top level or per experiment) lists transport names (`tlab list`) and groups, mixed freely:
+//! - `"all"`: every registered mode;
+//! - a capability group, every mode whose capabilities have it: `"reliable"`, `"multiplexed"`, `"datagram"`,
+//!   `"bidirectional"`, `"ordered"`, `"native-migration"`, `"native-reconnect"` (the names of
+//!   [`tlab_core::Requirement`]).
+//!
+//! The list expands to the union of its entries, each mode once, in registry order (the order of `tlab list`), so
+//! `["reliable"]` picks up a new reliable mode without editing the suite. An unknown entry, an empty list and a group
+//! that matches no mode are errors naming the field. The caller passes the catalogue of known modes (name and
+//! [`Capabilities`], `tlab_transports::catalogue()`), so this crate depends on no transport.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tlab_core::{Capabilities, Requirement};
 use tlab_netem::{Backend, Profile};
 
 /// What is wrong with a suite file; every variant names the file.
@@ -64,6 +77,61 @@ pub enum SuiteError {
         /// The profile's own error.
         source: tlab_netem::ProfileError,
     },
+}
+
+/// What is wrong with a transport list (a suite's `transports`, `tlab compare --transports`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportListError {
+    /// The list has no entry.
+    #[error("is empty")]
+    Empty,
+    /// An entry that is neither a transport name nor a group.
+    #[error("unknown transport or group `{entry}`; transports: {}; groups: all, {}", .transports.join(", "), group_names().join(", "))]
+    Unknown {
+        /// The entry as written.
+        entry: String,
+        /// Every known transport name.
+        transports: Vec<String>,
+    },
+    /// A capability group that no known transport belongs to.
+    #[error("group `{0}` matches no transport")]
+    EmptyGroup(Requirement),
+}
+
+fn group_names() -> Vec<&'static str> {
+    Requirement::ALL.iter().map(|r| r.name()).collect()
+}
+
+/// Expands a transport list (names, `"all"`, capability groups) against `catalogue` (every known mode's name and
+/// capabilities, in registry order): the union of the entries, each mode once, in catalogue order.
+pub fn resolve_transports(list: &[String], catalogue: &[(&str, Capabilities)]) -> Result<Vec<String>, TransportListError> {
+    if list.is_empty() {
+        return Err(TransportListError::Empty);
+    }
+    let mut chosen = vec![false; catalogue.len()];
+    for entry in list {
+        if entry == "all" {
+            chosen.fill(true);
+        } else if let Some(i) = catalogue.iter().position(|(name, _)| name == entry) {
+            chosen[i] = true;
+        } else {
+            let group = entry.parse::<Requirement>().map_err(|_| TransportListError::Unknown {
+                entry: entry.clone(),
+                transports: catalogue.iter().map(|(name, _)| name.to_string()).collect(),
+            })?;
+            let mut matched = false;
+            for (chosen, (_, caps)) in chosen.iter_mut().zip(catalogue) {
+                if caps.satisfies(group) {
+                    *chosen = true;
+                    matched = true;
+                }
+            }
+            if !matched {
+                return Err(TransportListError::EmptyGroup(group));
+            }
+        }
+    }
+    Ok(catalogue.iter().zip(chosen).filter(|(_, c)| *c).map(|((name, _), _)| name.to_string()).collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,14 +378,15 @@ pub struct Cell {
 }
 
 impl Suite {
-    /// Loads and validates `path`. `known_transports` are the valid transport names.
-    pub fn load(path: &Path, known_transports: &[&str]) -> Result<Self, SuiteError> {
+    /// Loads and validates `path`. `catalogue` is every known transport's name and capabilities, in registry order
+    /// (see [the module docs](self) for how transport lists expand).
+    pub fn load(path: &Path, catalogue: &[(&str, Capabilities)]) -> Result<Self, SuiteError> {
         let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, path, known_transports)
+        Self::parse(&text, path, catalogue)
     }
 
     /// Parses suite text; `origin` names it in errors and anchors relative profile paths.
-    pub fn parse(text: &str, origin: &Path, known_transports: &[&str]) -> Result<Self, SuiteError> {
+    pub fn parse(text: &str, origin: &Path, catalogue: &[(&str, Capabilities)]) -> Result<Self, SuiteError> {
         let file = origin.display().to_string();
         let raw: RawSuite = toml::from_str(text).map_err(|e| SuiteError::Syntax { file: file.clone(), message: e.to_string() })?;
         let invalid = |field: String, reason: String| SuiteError::Invalid { file: file.clone(), field, reason };
@@ -331,18 +400,7 @@ impl Suite {
             return Err(invalid("experiment".into(), "the suite has no [[experiment]]".into()));
         }
         let resolve_transports = |list: &[String], field: String| -> Result<Vec<String>, SuiteError> {
-            if list.is_empty() {
-                return Err(invalid(field, "is empty".into()));
-            }
-            if list.iter().any(|t| t == "all") {
-                return Ok(known_transports.iter().map(|t| t.to_string()).collect());
-            }
-            for t in list {
-                if !known_transports.contains(&t.as_str()) {
-                    return Err(invalid(field.clone(), format!("unknown transport `{t}`; known: {}", known_transports.join(", "))));
-                }
-            }
-            Ok(list.to_vec())
+            resolve_transports(list, catalogue).map_err(|e| invalid(field, e.to_string()))
         };
         let base_dir = origin.parent().unwrap_or(Path::new(""));
         let mut profiles = BTreeMap::new();
@@ -430,10 +488,23 @@ pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
 mod tests {
     use super::*;
 
-    const KNOWN: &[&str] = &["ws", "grpc", "quic"];
+    /// Bidirectional and nothing else: what each mode below adds to.
+    const BASE: Capabilities = Capabilities { bidirectional: true, ..Capabilities::NONE };
+
+    /// A registry in miniature: one connection per stream, a multiplexed mode, a migrating one, a datagram one.
+    const KNOWN: &[(&str, Capabilities)] = &[
+        ("ws", Capabilities { reliable: true, ordered: true, ..BASE }),
+        ("grpc", Capabilities { reliable: true, ordered: true, multiplexed: true, ..BASE }),
+        ("quic", Capabilities { reliable: true, ordered: true, multiplexed: true, native_migration: true, ..BASE }),
+        ("wt-datagram", Capabilities { multiplexed: true, datagrams: true, ..BASE }),
+    ];
 
     fn parse(text: &str) -> Result<Suite, SuiteError> {
         Suite::parse(text, Path::new("experiments/test.toml"), KNOWN)
+    }
+
+    fn resolve(list: &[&str]) -> Result<Vec<String>, TransportListError> {
+        resolve_transports(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>(), KNOWN)
     }
 
     const GOOD: &str = r#"
@@ -457,8 +528,8 @@ transports = ["all"]
     #[test]
     fn matrix_expands_experiments_profiles_transports_repetitions() {
         let suite = parse(GOOD).unwrap();
-        // latency: 2 profiles × 2 transports × 2 reps = 8; overhead: 3 sizes × 1 profile × 3 transports × 2 reps = 18.
-        assert_eq!(suite.cells.len(), 26);
+        // latency: 2 profiles × 2 transports × 2 reps = 8; overhead: 3 sizes × 1 profile × 4 transports × 2 reps = 24.
+        assert_eq!(suite.cells.len(), 32);
         assert_eq!(suite.profiles.len(), 2);
         let seeds: std::collections::HashSet<u64> = suite.cells.iter().map(|c| c.seed).collect();
         assert_eq!(seeds.len(), suite.cells.len(), "every cell and repetition has its own seed");
@@ -480,7 +551,10 @@ transports = ["all"]
     #[test]
     fn errors_name_file_field_and_reason() {
         let cases = [
-            (GOOD.replace("[\"ws\", \"grpc\"]", "[\"ws\", \"carrier-pigeon\"]"), "transports", "unknown transport `carrier-pigeon`"),
+            (GOOD.replace("[\"ws\", \"grpc\"]", "[\"ws\", \"carrier-pigeon\"]"), "transports", "unknown transport or group `carrier-pigeon`"),
+            (GOOD.replace("transports = [\"all\"]", "transports = [\"reliabel\"]"), "experiment[2].transports", "`reliabel`"),
+            (GOOD.replace("transports = [\"all\"]", "transports = [\"native-reconnect\"]"), "experiment[2].transports", "matches no transport"),
+            (GOOD.replace("[\"ws\", \"grpc\"]", "[]"), "field `transports`", "is empty"),
             (GOOD.replace("\"lossy-2\"]", "\"no-such-profile\"]"), "no-such-profile", "experiments"),
             (GOOD.replace("messages = 100", "messages = 0"), "experiment[1].messages", "at least 1"),
             (GOOD.replace("size = 64", "size = 99999999"), "experiment[1].size", "exceeds"),
@@ -493,5 +567,46 @@ transports = ["all"]
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains("test.toml") && err.contains(needle_a) && err.contains(needle_b), "{err}");
         }
+    }
+
+    #[test]
+    fn groups_expand_to_the_modes_with_that_capability() {
+        assert_eq!(resolve(&["reliable"]).unwrap(), ["ws", "grpc", "quic"]);
+        assert_eq!(resolve(&["multiplexed"]).unwrap(), ["grpc", "quic", "wt-datagram"]);
+        assert_eq!(resolve(&["datagram"]).unwrap(), ["wt-datagram"]);
+        assert_eq!(resolve(&["native-migration"]).unwrap(), ["quic"]);
+        assert_eq!(resolve(&["all"]).unwrap(), ["ws", "grpc", "quic", "wt-datagram"]);
+    }
+
+    #[test]
+    fn mixed_lists_are_deduplicated_in_registry_order() {
+        assert_eq!(resolve(&["quic", "datagram", "ws"]).unwrap(), ["ws", "quic", "wt-datagram"]);
+        assert_eq!(resolve(&["grpc", "reliable", "multiplexed", "grpc"]).unwrap(), ["ws", "grpc", "quic", "wt-datagram"]);
+        assert_eq!(resolve(&["wt-datagram", "all"]).unwrap(), ["ws", "grpc", "quic", "wt-datagram"]);
+    }
+
+    #[test]
+    fn bad_lists_are_typed_errors() {
+        assert_eq!(resolve(&[]), Err(TransportListError::Empty));
+        assert_eq!(resolve(&["native-reconnect"]), Err(TransportListError::EmptyGroup(Requirement::NativeReconnect)));
+        let unknown = resolve(&["ws", "Reliable"]).unwrap_err();
+        let names = KNOWN.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(unknown, TransportListError::Unknown { entry: "Reliable".into(), transports: names });
+        let text = unknown.to_string();
+        assert!(text.contains("ws, grpc, quic, wt-datagram") && text.contains("groups: all, bidirectional"), "{text}");
+    }
+
+    #[test]
+    fn suite_groups_reach_the_cells() {
+        let text = GOOD.replace("[\"ws\", \"grpc\"]", "[\"reliable\"]").replace("transports = [\"all\"]", "transports = [\"datagram\"]");
+        let suite = parse(&text).unwrap();
+        let of = |kind: &str| {
+            let mut t: Vec<_> = suite.cells.iter().filter(|c| c.spec.kind() == kind).map(|c| c.transport.as_str()).collect();
+            t.dedup();
+            t
+        };
+        assert_eq!(of("overhead"), ["wt-datagram"]);
+        let latency: std::collections::BTreeSet<_> = of("latency").into_iter().collect();
+        assert_eq!(latency, ["grpc", "quic", "ws"].into_iter().collect());
     }
 }
