@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tlab_core::clock::monotonic_ns;
 use tlab_session::{ResilientSession, SessionConfig};
-use tlab_core::{ClientConfig, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
+use tlab_core::{ClientConfig, Connection, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
 
 /// What the exchange does on each stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -146,19 +146,18 @@ pub async fn run(transport: Arc<dyn Transport>, config: ClientConfig, plan: Plan
     };
     let started = monotonic_ns();
     let mut streams = Vec::new();
-    let mut session = None;
-    if plan.resilient {
-        let s = ResilientSession::connect(transport.clone(), config, SessionConfig::default()).await.context("connect")?;
-        for id in 0..plan.streams {
-            streams.push((id, s.open_stream(id, mode).await.with_context(|| format!("open stream {id}"))?));
-        }
-        session = Some(s);
-    } else {
-        let conn = transport.connect(config).await.context("connect")?;
-        for id in 0..plan.streams {
-            let open = StreamOpen { stream: id, mode, resume: None };
-            streams.push((id, conn.open_stream(open).await.with_context(|| format!("open stream {id}"))?));
-        }
+    // The session layer is itself a connection: one code path opens the streams either way.
+    let session = match plan.resilient {
+        true => Some(ResilientSession::connect(transport.clone(), config.clone(), SessionConfig::default()).await.context("connect")?),
+        false => None,
+    };
+    let conn: Box<dyn Connection> = match &session {
+        Some(s) => Box::new(s.clone()),
+        None => transport.connect(config).await.context("connect")?,
+    };
+    for id in 0..plan.streams {
+        let open = StreamOpen { stream: id, mode, resume: None };
+        streams.push((id, conn.open_stream(open).await.with_context(|| format!("open stream {id}"))?));
     }
     let tasks: Vec<_> = streams.into_iter().map(|(id, stream)| tokio::spawn(run_stream(id, stream, plan))).collect();
     let mut delivery = Delivery::default();

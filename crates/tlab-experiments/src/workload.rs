@@ -370,7 +370,7 @@ async fn steady_echo(
 ) -> Result<(), Error> {
     let config = SessionConfig { seed: ctx.seed, ..SessionConfig::default() };
     let session = ResilientSession::connect(ctx.transport.clone(), ctx.client.clone(), config).await?;
-    let stream = session.open_stream(0, StreamMode::Echo).await?;
+    let stream = session.open_stream(StreamOpen { stream: 0, mode: StreamMode::Echo, resume: None }).await?;
     let messages = (duration_s * rate_hz as f64) as u64;
     // Arrivals are plotted on the profile's clock (time since the link started), where its events are scheduled.
     let link_start_ns = monotonic_ns().saturating_sub(ctx.link_started.elapsed().as_nanos() as u64);

@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use tlab_core::config::{StreamMode, StreamOpen};
+use tlab_core::config::{ResumeFrom, StreamMode, StreamOpen};
 use tlab_core::message::{ControlOp, Message, MessageKind, StreamId};
-use tlab_session::reliable::{Incoming, ReliableState};
-use tlab_core::transport::{MessageSink, MessageStream, StreamService};
-
-/// Most unacknowledged messages a resumable source stream sends before waiting for an ack.
-const SOURCE_WINDOW: usize = 4096;
+use tlab_core::transport::{MessageStream, StreamService};
+use tlab_session::driver::{self, Application, Input, Outcome, SharedSession};
+use tlab_session::machine::{Event, Role, Session, Timing};
 
 /// Tuning of the server half of the session layer.
 #[derive(Debug, Clone, Copy)]
@@ -35,19 +33,19 @@ impl Default for EchoServiceConfig {
 #[derive(Default)]
 pub struct EchoService {
     config: EchoServiceConfig,
-    resumable: Mutex<HashMap<ResumeKey, Arc<Mutex<ResumableStream>>>>,
+    resumable: Mutex<HashMap<ResumeKey, Arc<ResumableStream>>>,
 }
 
 /// Resume state is per (session id, stream id).
 type ResumeKey = (u64, StreamId);
 
-#[derive(Default)]
+/// What the server keeps of one resumable stream between connections.
 struct ResumableStream {
-    reliable: ReliableState,
-    /// Bumped by each attaching connection; an older connection's task stops when it sees a newer one.
-    generation: u64,
-    sink_count: u64,
-    last_activity: Option<Instant>,
+    session: SharedSession,
+    /// When the stream was first opened: a source's schedule is relative to it.
+    started: Instant,
+    /// When a connection last attached or detached.
+    touched: Mutex<Instant>,
 }
 
 impl EchoService {
@@ -56,18 +54,25 @@ impl EchoService {
         Self { config, resumable: Mutex::default() }
     }
 
-    fn attach(&self, session: u64, stream: StreamId) -> (Arc<Mutex<ResumableStream>>, u64) {
-        let mut table = self.resumable.lock().unwrap();
+    /// The resume state of (`session`, `stream`), new if unknown; forgets detached state older than the window.
+    fn entry(&self, session: u64, stream: StreamId) -> Arc<ResumableStream> {
+        let mut table = self.resumable.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.config.resume_window;
-        table.retain(|_, s| s.lock().unwrap().last_activity.is_none_or(|t| t.elapsed() < window));
-        let entry = table.entry((session, stream)).or_default().clone();
-        let generation = {
-            let mut s = entry.lock().unwrap();
-            s.generation += 1;
-            s.last_activity = Some(Instant::now());
-            s.generation
-        };
-        (entry, generation)
+        table.retain(|_, s| {
+            lock(&s.session).is_attached() || s.touched.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < window
+        });
+        let timing = Timing { dead_after: self.config.idle_timeout, ..Timing::default() };
+        let now = Instant::now();
+        table
+            .entry((session, stream))
+            .or_insert_with(|| {
+                Arc::new(ResumableStream {
+                    session: Arc::new(Mutex::new(Session::new(Role::Server, stream, timing))),
+                    started: now,
+                    touched: Mutex::new(now),
+                })
+            })
+            .clone()
     }
 
     async fn serve_plain(&self, open: StreamOpen, stream: MessageStream) {
@@ -109,123 +114,91 @@ impl EchoService {
         }
     }
 
-    async fn serve_resumable(&self, open: StreamOpen, session: u64, peer_next_expected: u64, stream: MessageStream) {
-        let (entry, generation) = self.attach(session, open.stream);
-        let MessageStream { mut sink, mut source } = stream;
-        let current = |s: &ResumableStream| s.generation == generation;
-        let outcome: Result<(), tlab_core::Error> = async {
-            let (resend, next_expected) = {
-                let mut s = entry.lock().unwrap();
-                (s.reliable.resume(peer_next_expected), s.reliable.ack_now())
-            };
-            sink.send(Message::control(open.stream, ControlOp::Resume, next_expected)).await?;
-            for msg in resend {
-                sink.send(msg).await?;
+    async fn serve_resumable(&self, open: StreamOpen, resume: ResumeFrom, stream: MessageStream) {
+        let entry = self.entry(resume.session, open.stream);
+        let generation = lock(&entry.session).attach(Instant::now(), Some(resume.next_expected));
+        let mut app = ResumableApp::new(open, &entry);
+        let outcome = driver::drive(&entry.session, generation, stream, &mut app).await;
+        *entry.touched.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let session = format!("{:x}", resume.session);
+        match outcome {
+            Outcome::Closed => {
+                self.resumable.lock().unwrap_or_else(|p| p.into_inner()).remove(&(resume.session, open.stream));
             }
-            let source_params = match open.mode {
-                StreamMode::Source { count, size, interval_us } => Some((count, Bytes::from(vec![0xA5u8; size]), interval_us)),
-                _ => None,
-            };
-            let start = tokio::time::Instant::now();
-            loop {
-                let (can_source, next_send_at) = {
-                    let s = entry.lock().unwrap();
-                    if !current(&s) {
-                        return Ok(());
-                    }
-                    match &source_params {
-                        Some((count, _, interval_us)) => (
-                            s.reliable.next_send_seq() < *count && s.reliable.unacked_len() < SOURCE_WINDOW,
-                            start + Duration::from_micros(interval_us * s.reliable.next_send_seq()),
-                        ),
-                        None => (false, start),
-                    }
-                };
-                tokio::select! {
-                    incoming = tokio::time::timeout(self.config.idle_timeout, source.recv()) => {
-                        let Ok(incoming) = incoming else {
-                            return Err(tlab_core::Error::PeerDead(self.config.idle_timeout));
-                        };
-                        let Some(msg) = incoming? else {
-                            return self.finish_resumable(&entry, open, &mut *sink).await;
-                        };
-                        let mut out = Vec::with_capacity(2);
-                        {
-                            let mut s = entry.lock().unwrap();
-                            if !current(&s) {
-                                return Ok(());
-                            }
-                            s.last_activity = Some(Instant::now());
-                            match (msg.kind, msg.control_op()) {
-                                (MessageKind::Data, _) => match s.reliable.on_data(msg.seq) {
-                                    Incoming::Deliver => {
-                                        match open.mode {
-                                            StreamMode::Echo => {
-                                                s.reliable.record_sent(&msg);
-                                                out.push(msg);
-                                            }
-                                            _ => s.sink_count += 1,
-                                        }
-                                        out.extend(s.reliable.ack_due().map(|n| Message::control(open.stream, ControlOp::Ack, n)));
-                                    }
-                                    Incoming::Duplicate => {}
-                                    Incoming::Gap { expected } => {
-                                        return Err(tlab_core::Error::Protocol(format!("seq {} received, {expected} expected", msg.seq)));
-                                    }
-                                },
-                                (_, Some(ControlOp::Ack)) => s.reliable.on_ack(msg.seq),
-                                (_, Some(ControlOp::Ping)) => {
-                                    out.push(Message::control(open.stream, ControlOp::Pong, msg.seq));
-                                    out.push(Message::control(open.stream, ControlOp::Ack, s.reliable.ack_now()));
-                                }
-                                _ => {}
-                            }
-                        }
-                        for m in out {
-                            sink.send(m).await?;
-                        }
-                    }
-                    _ = tokio::time::sleep_until(next_send_at), if can_source => {
-                        let (_, payload, _) = source_params.as_ref().expect("source mode");
-                        let msg = {
-                            let mut s = entry.lock().unwrap();
-                            let msg = Message::data(open.stream, s.reliable.next_send_seq(), payload.clone());
-                            s.reliable.record_sent(&msg);
-                            msg
-                        };
-                        sink.send(msg).await?;
-                    }
-                }
-            }
+            Outcome::Superseded => tracing::debug!(stream = open.stream, session, "resumed on a newer connection"),
+            Outcome::Lost(e) => tracing::debug!(stream = open.stream, session, error = %e, "resumable stream detached"),
+            Outcome::Failed(e) => tracing::info!(stream = open.stream, session, error = %e, "resumable stream failed"),
         }
-        .await;
-        if let Err(e) = outcome {
-            tracing::debug!(stream = open.stream, session = format!("{session:x}"), error = %e, "resumable stream detached");
+    }
+}
+
+fn lock(session: &SharedSession) -> std::sync::MutexGuard<'_, Session> {
+    session.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Echo, source or sink on top of a server [`Session`]. Everything that must survive a reconnect lives in the
+/// session (what was delivered, what was sent) or in the [`ResumableStream`] (when the source started).
+struct ResumableApp {
+    open: StreamOpen,
+    payload: Bytes,
+    started: tokio::time::Instant,
+    next_source_seq: u64,
+}
+
+impl ResumableApp {
+    fn new(open: StreamOpen, entry: &ResumableStream) -> Self {
+        let payload = match open.mode {
+            StreamMode::Source { size, .. } => Bytes::from(vec![0xA5u8; size]),
+            _ => Bytes::new(),
+        };
+        let next_source_seq = lock(&entry.session).next_send_seq();
+        Self { open, payload, started: entry.started.into(), next_source_seq }
+    }
+
+    /// When the next source message is due, if the source has more to send.
+    fn next_source_due(&self) -> Option<tokio::time::Instant> {
+        match self.open.mode {
+            StreamMode::Source { count, interval_us, .. } if self.next_source_seq < count => {
+                Some(self.started + Duration::from_micros(interval_us * self.next_source_seq))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Application for ResumableApp {
+    async fn input(&mut self, can_send: bool) -> Input {
+        match self.next_source_due().filter(|_| can_send) {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                Input::Wake
+            }
+            None => std::future::pending().await,
         }
     }
 
-    /// The client finished its direction: answer as the mode says and end ours.
-    async fn finish_resumable(
-        &self,
-        entry: &Mutex<ResumableStream>,
-        open: StreamOpen,
-        sink: &mut dyn MessageSink,
-    ) -> Result<(), tlab_core::Error> {
-        let summary = {
-            let mut s = entry.lock().unwrap();
-            match open.mode {
-                StreamMode::Sink if s.reliable.next_send_seq() == 0 => {
-                    let msg = Message::data(open.stream, 0, Bytes::copy_from_slice(&s.sink_count.to_be_bytes()));
-                    s.reliable.record_sent(&msg);
-                    Some(msg)
-                }
-                _ => None,
+    fn on_event(&mut self, _now: Instant, event: Event, session: &mut Session) {
+        match event {
+            Event::Delivered(msg) if self.open.mode == StreamMode::Echo => {
+                session.send(msg);
             }
-        };
-        if let Some(msg) = summary {
-            sink.send(msg).await?;
+            Event::PeerFinished => {
+                // Sink: one summary (the data count), sent once even across reconnects.
+                if self.open.mode == StreamMode::Sink && session.next_send_seq() == 0 {
+                    let count = session.next_expected();
+                    session.send(Message::data(self.open.stream, 0, Bytes::copy_from_slice(&count.to_be_bytes())));
+                }
+                session.finish();
+            }
+            _ => {}
         }
-        sink.finish().await
+    }
+
+    fn apply(&mut self, _now: Instant, _input: Input, session: &mut Session) {
+        if self.next_source_due().is_some() && session.can_send() {
+            self.next_source_seq = session.send(Message::data(self.open.stream, 0, self.payload.clone())) + 1;
+        }
     }
 }
 
@@ -234,7 +207,7 @@ impl StreamService for EchoService {
     async fn serve(&self, open: StreamOpen, stream: MessageStream) {
         match open.resume {
             None => self.serve_plain(open, stream).await,
-            Some(resume) => self.serve_resumable(open, resume.session, resume.next_expected, stream).await,
+            Some(resume) => self.serve_resumable(open, resume, stream).await,
         }
     }
 }

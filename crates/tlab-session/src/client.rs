@@ -1,27 +1,24 @@
-//! The client half of the session layer, independent of the transport: heartbeats detect a dead peer, reconnects
-//! back off exponentially with jitter, and each stream resumes from the last position both sides acknowledged, so
-//! a reliable stream survives a dropped connection with no loss and no duplicates.
-//!
-//! Wire protocol (see docs/PROTOCOL.md): a resumable stream is opened with `session` and `next` in its
-//! [`crate::StreamOpen`]; the server's first message is a `Resume(n)` control; then both sides retransmit what the
-//! other lacks, acknowledge every [`crate::reliable::ACK_EVERY`] messages and on every `Ping`.
+//! The client end of the session layer: [`ResilientSession`] is itself a [`Connection`] (as tower's `Reconnect` is
+//! itself a `Service`), so callers have one code path. Each stream it opens is a client [`Session`] machine driven
+//! by [`crate::driver::drive`] over whatever connection currently works; when that connection is lost the stream
+//! reconnects with exponential backoff and jitter and resumes where both sides left off.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
-
 use tlab_core::config::{ClientConfig, ResumeFrom, StreamMode, StreamOpen};
-use tlab_core::Error;
-use tlab_core::message::{ControlOp, Message, MessageKind, StreamId};
-use crate::reliable::{Incoming, ReliableState};
+use tlab_core::message::{Message, StreamId};
 use tlab_core::transport::{Connection, MessageSink, MessageSource, MessageStream, Transport};
+use tlab_core::Error;
+
+use crate::driver::{self, Application, Input, Outcome, SharedSession};
+use crate::machine::{Event, Role, Session, Timing};
 
 /// Tuning of the client session layer.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +31,7 @@ pub struct SessionConfig {
     pub backoff_initial: Duration,
     /// Largest reconnect delay.
     pub backoff_max: Duration,
-    /// Stop reconnecting (and fail the stream) after this long without a working connection.
+    /// Stop reconnecting (and fail the stream) after this long without progress (data delivered or acknowledged).
     pub give_up_after: Duration,
     /// Seed of the backoff jitter.
     pub seed: u64,
@@ -50,6 +47,12 @@ impl Default for SessionConfig {
             give_up_after: Duration::from_secs(30),
             seed: 0,
         }
+    }
+}
+
+impl SessionConfig {
+    fn timing(&self) -> Timing {
+        Timing { heartbeat_interval: self.heartbeat_interval, dead_after: self.dead_after }
     }
 }
 
@@ -72,7 +75,7 @@ struct Inner {
     config: SessionConfig,
     id: u64,
     slot: tokio::sync::Mutex<ConnectionSlot>,
-    rng: std::sync::Mutex<ChaCha8Rng>,
+    rng: Mutex<ChaCha8Rng>,
     reconnects: AtomicU64,
 }
 
@@ -96,12 +99,34 @@ impl Inner {
         Ok((slot.generation, conn))
     }
 
-    /// Opens the stream on a working connection, reconnecting with backoff until `give_up_after`.
-    async fn open(&self, stream: StreamId, mode: StreamMode, next_expected: u64) -> Result<(u64, MessageStream), Error> {
+    fn backoff(&self, attempt: u32) -> Duration {
+        backoff_delay(&self.config, attempt, &mut *self.rng.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Opens the stream on a working connection. `attempt` counts reconnects without progress so far; the backoff
+    /// grows with it and is reset only by progress, not by a successful open. Gives up once `since_progress` is
+    /// older than `give_up_after`.
+    async fn open(
+        &self,
+        stream: StreamId,
+        mode: StreamMode,
+        next_expected: u64,
+        attempt: &mut u32,
+        since_progress: Instant,
+    ) -> Result<(u64, MessageStream), Error> {
         let open = StreamOpen { stream, mode, resume: Some(ResumeFrom { session: self.id, next_expected }) };
-        let started = Instant::now();
         let mut broken = None;
-        for attempt in 0.. {
+        loop {
+            if *attempt > 0 {
+                if since_progress.elapsed() >= self.config.give_up_after {
+                    return Err(Error::Timeout(format!(
+                        "session {:x} stream {stream}: no progress for {:?} over {attempt} reconnect attempts",
+                        self.id, self.config.give_up_after
+                    )));
+                }
+                tokio::time::sleep(self.backoff(*attempt - 1)).await;
+            }
+            *attempt += 1;
             let result = match self.connection(broken).await {
                 Ok((generation, conn)) => {
                     broken = Some(generation);
@@ -114,19 +139,15 @@ impl Inner {
             };
             match result {
                 Ok(opened) => return Ok(opened),
-                Err(e) if e.is_retryable() && started.elapsed() < self.config.give_up_after => {
-                    let delay = backoff_delay(&self.config, attempt, &mut *self.rng.lock().unwrap());
-                    tracing::debug!(stream, attempt, ?delay, error = %e, "reconnecting");
-                    tokio::time::sleep(delay).await;
-                }
+                Err(e) if e.is_retryable() => tracing::debug!(stream, attempt = *attempt, error = %e, "reconnecting"),
                 Err(e) => return Err(e),
             }
         }
-        unreachable!("the loop only ends by returning")
     }
 }
 
-/// A client session whose streams survive connection loss.
+/// A client session whose streams survive connection loss. It is a [`Connection`]: `open_stream` ignores the
+/// caller's `resume` field and manages resumption itself; a stream's data messages get seqs 0, 1, 2… in send order.
 #[derive(Clone)]
 pub struct ResilientSession {
     inner: Arc<Inner>,
@@ -144,7 +165,7 @@ impl ResilientSession {
             config,
             id,
             slot: tokio::sync::Mutex::new(ConnectionSlot { generation: 0, connection: None }),
-            rng: std::sync::Mutex::new(rng),
+            rng: Mutex::new(rng),
             reconnects: AtomicU64::new(0),
         });
         inner.connection(None).await?;
@@ -155,34 +176,39 @@ impl ResilientSession {
     pub fn reconnects(&self) -> u64 {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
+}
 
-    /// Opens a resumable stream. Its data messages get seqs 0, 1, 2… in send order, whatever the caller set.
-    pub async fn open_stream(&self, stream: StreamId, mode: StreamMode) -> Result<MessageStream, Error> {
-        let (generation, first) = self.inner.open(stream, mode, 0).await?;
+#[async_trait]
+impl Connection for ResilientSession {
+    async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
+        let mut attempt = 0;
+        let (connection, first) = self.inner.open(open.stream, open.mode, 0, &mut attempt, Instant::now()).await?;
+        let session = Arc::new(Mutex::new(Session::new(Role::Client, open.stream, self.inner.config.timing())));
         let (to_task, from_user) = mpsc::channel(1024);
         let (to_user, from_task) = mpsc::channel(1024);
-        let task = StreamTask { inner: self.inner.clone(), stream, mode, state: ReliableState::new(), user_finished: false };
-        tokio::spawn(task.run(generation, first, from_user, to_user));
+        let bridge = UserBridge { from_user, to_user, pending: VecDeque::new(), user_finished: false };
+        let task = StreamTask { inner: self.inner.clone(), session, open, bridge };
+        tokio::spawn(task.run(connection, first));
         Ok(MessageStream {
-            sink: Box::new(ResilientSink { to_task, next_seq: 0, stream }),
+            sink: Box::new(ResilientSink { to_task }),
             source: Box::new(ResilientSource { from_task, ended: false }),
         })
     }
 
+    /// Closes the current connection.
+    async fn close(&self) {
+        if let Some(conn) = self.inner.slot.lock().await.connection.take() {
+            conn.close().await;
+        }
+    }
+
     /// Moves the current connection to a new local address (native migration); transports without it refuse with
     /// [`Error::Unsupported`] and rely on reconnect + resume instead.
-    pub async fn rebind(&self, local: std::net::SocketAddr) -> Result<(), Error> {
+    async fn rebind(&self, local: std::net::SocketAddr) -> Result<(), Error> {
         let connection = self.inner.slot.lock().await.connection.clone();
         match connection {
             Some(connection) => connection.rebind(local).await,
             None => Err(Error::Closed("no connection to move".into())),
-        }
-    }
-
-    /// Closes the current connection.
-    pub async fn close(&self) {
-        if let Some(conn) = self.inner.slot.lock().await.connection.take() {
-            conn.close().await;
         }
     }
 }
@@ -194,19 +220,12 @@ enum Command {
 
 struct ResilientSink {
     to_task: mpsc::Sender<Command>,
-    next_seq: u64,
-    stream: StreamId,
 }
 
 #[async_trait]
 impl MessageSink for ResilientSink {
-    async fn send(&mut self, mut msg: Message) -> Result<(), Error> {
-        msg.stream = self.stream;
-        msg.seq = self.next_seq;
-        msg.kind = MessageKind::Data;
-        self.to_task.send(Command::Send(msg)).await.map_err(|_| Error::Closed("session stream ended".into()))?;
-        self.next_seq += 1;
-        Ok(())
+    async fn send(&mut self, msg: Message) -> Result<(), Error> {
+        self.to_task.send(Command::Send(msg)).await.map_err(|_| Error::Closed("session stream ended".into()))
     }
 
     async fn finish(&mut self) -> Result<(), Error> {
@@ -239,167 +258,123 @@ impl MessageSource for ResilientSource {
     }
 }
 
-/// Why one connection's service loop ended.
-enum Leave {
-    /// The stream is over (graceful end or fatal error already reported).
-    Done,
-    /// The connection broke; reconnect and resume.
-    Reconnect(Error),
+/// The client's [`Application`]: the user's sink feeds the machine, delivered messages go to the user's source.
+struct UserBridge {
+    from_user: mpsc::Receiver<Command>,
+    to_user: mpsc::Sender<Result<Option<Message>, Error>>,
+    /// Delivered, not yet handed to the user.
+    pending: VecDeque<Message>,
+    user_finished: bool,
+}
+
+/// Most delivered messages held for a slow user before the driver stops reading.
+const PENDING_LIMIT: usize = 1024;
+
+#[async_trait]
+impl Application for UserBridge {
+    async fn input(&mut self, can_send: bool) -> Input {
+        let deliver = !self.pending.is_empty();
+        let take = can_send && !self.user_finished;
+        tokio::select! {
+            permit = self.to_user.reserve(), if deliver => {
+                if let (Ok(permit), Some(msg)) = (permit, self.pending.pop_front()) {
+                    permit.send(Ok(Some(msg)));
+                }
+                Input::Wake
+            }
+            command = self.from_user.recv(), if take => match command {
+                Some(Command::Send(msg)) => Input::Send(msg),
+                Some(Command::Finish) | None => Input::Finish,
+            },
+            else => std::future::pending().await,
+        }
+    }
+
+    fn on_event(&mut self, _now: Instant, event: Event, _session: &mut Session) {
+        if let Event::Delivered(msg) = event {
+            self.pending.push_back(msg);
+        }
+    }
+
+    fn apply(&mut self, _now: Instant, input: Input, session: &mut Session) {
+        match input {
+            Input::Send(msg) => {
+                session.send(msg);
+            }
+            Input::Finish => {
+                self.user_finished = true;
+                session.finish();
+            }
+            Input::Wake => {}
+        }
+    }
+
+    fn wants_more(&self) -> bool {
+        self.pending.len() < PENDING_LIMIT
+    }
 }
 
 struct StreamTask {
     inner: Arc<Inner>,
-    stream: StreamId,
-    mode: StreamMode,
-    state: ReliableState,
-    user_finished: bool,
+    session: SharedSession,
+    open: StreamOpen,
+    bridge: UserBridge,
 }
 
 impl StreamTask {
-    async fn run(
-        mut self,
-        mut generation: u64,
-        first: MessageStream,
-        mut from_user: mpsc::Receiver<Command>,
-        to_user: mpsc::Sender<Result<Option<Message>, Error>>,
-    ) {
+    /// Progress so far: (data delivered to us, data of ours acknowledged).
+    fn progress(&self) -> (u64, u64) {
+        let s = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        (s.next_expected(), s.next_send_seq() - s.unacked() as u64)
+    }
+
+    async fn run(mut self, mut connection: u64, first: MessageStream) {
         let mut current = first;
+        let mut attempt = 0u32;
+        let mut since_progress = Instant::now();
         loop {
-            match self.serve_connection(current, &mut from_user, &to_user).await {
-                Leave::Done => return,
-                Leave::Reconnect(e) => {
-                    tracing::debug!(stream = self.stream, error = %e, "connection lost, resuming");
-                    // Mark this generation broken so that the first stream to notice replaces the connection.
-                    let _ = self.inner.connection(Some(generation)).await;
-                    match self.inner.open(self.stream, self.mode, self.state.next_expected()).await {
-                        Ok((g, s)) => {
-                            generation = g;
+            let generation = self.session.lock().unwrap_or_else(|p| p.into_inner()).attach(Instant::now(), None);
+            let before = self.progress();
+            let outcome = driver::drive(&self.session, generation, current, &mut self.bridge).await;
+            let error = match outcome {
+                Outcome::Closed => None,
+                Outcome::Failed(e) => Some(e),
+                Outcome::Superseded => Some(Error::Closed("the session was taken over".into())),
+                Outcome::Lost(e) => {
+                    if self.progress() != before {
+                        attempt = 0;
+                        since_progress = Instant::now();
+                    }
+                    tracing::debug!(stream = self.open.stream, error = %e, attempt, "connection lost, resuming");
+                    // Mark this connection broken so that the first stream to notice replaces it.
+                    let _ = self.inner.connection(Some(connection)).await;
+                    let next_expected = self.progress().0;
+                    match self.inner.open(self.open.stream, self.open.mode, next_expected, &mut attempt, since_progress).await
+                    {
+                        Ok((c, s)) => {
+                            connection = c;
                             current = s;
+                            continue;
                         }
-                        Err(e) => {
-                            let _ = to_user.send(Err(e)).await;
-                            return;
-                        }
+                        Err(e) => Some(e),
                     }
                 }
-            }
+            };
+            self.finish(error).await;
+            return;
         }
     }
 
-    async fn serve_connection(
-        &mut self,
-        stream: MessageStream,
-        from_user: &mut mpsc::Receiver<Command>,
-        to_user: &mpsc::Sender<Result<Option<Message>, Error>>,
-    ) -> Leave {
-        let MessageStream { mut sink, mut source } = stream;
-        let config = self.inner.config;
-        let stream_id = self.stream;
-        // Resume handshake: the server's first message says where to restart.
-        match tokio::time::timeout(config.dead_after, source.recv()).await {
-            Ok(Ok(Some(msg))) if msg.control_op() == Some(ControlOp::Resume) => {
-                for m in self.state.resume(msg.seq) {
-                    if let Err(e) = sink.send(m).await {
-                        return Leave::Reconnect(e);
-                    }
-                }
-            }
-            Ok(Ok(Some(other))) => {
-                let _ = to_user.send(Err(Error::Protocol(format!("expected Resume, got {other:?}")))).await;
-                return Leave::Done;
-            }
-            Ok(Ok(None)) => return Leave::Reconnect(Error::Closed("closed before resume".into())),
-            Ok(Err(e)) => return Leave::Reconnect(e),
-            Err(_) => return Leave::Reconnect(Error::PeerDead(config.dead_after)),
-        }
-        if self.user_finished && let Err(e) = sink.finish().await {
-            return Leave::Reconnect(e);
-        }
-        let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
-        let mut last_heard = Instant::now();
-        loop {
-            tokio::select! {
-                command = from_user.recv(), if !self.user_finished => {
-                    let result = match command {
-                        Some(Command::Send(msg)) => {
-                            self.state.record_sent(&msg);
-                            sink.send(msg).await
-                        }
-                        Some(Command::Finish) | None => {
-                            self.user_finished = true;
-                            sink.finish().await
-                        }
-                    };
-                    if let Err(e) = result {
-                        return Leave::Reconnect(e);
-                    }
-                }
-                incoming = source.recv() => {
-                    let msg = match incoming {
-                        Ok(Some(msg)) => msg,
-                        Ok(None) => {
-                            let _ = to_user.send(Ok(None)).await;
-                            return Leave::Done;
-                        }
-                        Err(e) if e.is_retryable() => return Leave::Reconnect(e),
-                        Err(e) => {
-                            let _ = to_user.send(Err(e)).await;
-                            return Leave::Done;
-                        }
-                    };
-                    last_heard = Instant::now();
-                    let reply = match (msg.kind, msg.control_op()) {
-                        (MessageKind::Data, _) => match self.state.on_data(msg.seq) {
-                            Incoming::Deliver => {
-                                if to_user.send(Ok(Some(msg))).await.is_err() {
-                                    return Leave::Done;
-                                }
-                                // After finishing, our direction carries nothing more, not even acks.
-                                let ack = self.state.ack_due().filter(|_| !self.user_finished);
-                                ack.map(|n| Message::control(stream_id, ControlOp::Ack, n))
-                            }
-                            Incoming::Duplicate => None,
-                            Incoming::Gap { expected } => {
-                                let _ = to_user.send(Err(Error::Protocol(format!("seq {} received, {expected} expected", msg.seq)))).await;
-                                return Leave::Done;
-                            }
-                        },
-                        (_, Some(ControlOp::Ack)) => {
-                            self.state.on_ack(msg.seq);
-                            None
-                        }
-                        (_, Some(ControlOp::Ping)) if !self.user_finished => {
-                            Some(Message::control(stream_id, ControlOp::Pong, msg.seq))
-                        }
-                        _ => None,
-                    };
-                    if let Some(reply) = reply && let Err(e) = sink.send(reply).await {
-                        return Leave::Reconnect(e);
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > config.dead_after {
-                        return Leave::Reconnect(Error::PeerDead(config.dead_after));
-                    }
-                    if self.user_finished {
-                        continue;
-                    }
-                    let ping = Message::control(stream_id, ControlOp::Ping, 0);
-                    let ack = Message::control(stream_id, ControlOp::Ack, self.state.ack_now());
-                    for m in [ping, ack] {
-                        if let Err(e) = sink.send(m).await {
-                            return Leave::Reconnect(e);
-                        }
-                    }
-                }
+    /// Hands the user what was delivered, then the end (or the error).
+    async fn finish(self, error: Option<Error>) {
+        let UserBridge { to_user, pending, .. } = self.bridge;
+        for msg in pending {
+            if to_user.send(Ok(Some(msg))).await.is_err() {
+                return;
             }
         }
+        let _ = to_user.send(error.map_or(Ok(None), Err)).await;
     }
-}
-
-/// A convenience for callers that only need payloads: a data message with the current time.
-pub fn data(stream: StreamId, payload: Bytes) -> Message {
-    Message::data(stream, 0, payload)
 }
 
 #[cfg(test)]

@@ -313,7 +313,7 @@ async fn resilient_session_runs_on_both_modes() {
         let config = SessionConfig { seed: seed as u64, ..SessionConfig::default() };
         let transport: Arc<dyn Transport> = Arc::new(transport);
         let session = ResilientSession::connect(transport, fx.client(fx.server.url(), TOKEN), config).await.unwrap();
-        let mut stream = session.open_stream(5, StreamMode::Echo).await.unwrap();
+        let mut stream = session.open_stream(StreamOpen { stream: 5, mode: StreamMode::Echo, resume: None }).await.unwrap();
         for i in 0..200 {
             stream.sink.send(Message::data(5, 0, payload(5, i))).await.unwrap();
         }
@@ -335,7 +335,7 @@ async fn resilient_session_resumes_after_the_connection_is_cut() {
         let config = SessionConfig { seed: 100 + seed as u64, ..SessionConfig::default() };
         let transport: Arc<dyn Transport> = Arc::new(transport);
         let session = ResilientSession::connect(transport, fx.client(proxy.url.clone(), TOKEN), config).await.unwrap();
-        let mut stream = session.open_stream(1, StreamMode::Echo).await.unwrap();
+        let mut stream = session.open_stream(StreamOpen { stream: 1, mode: StreamMode::Echo, resume: None }).await.unwrap();
         for i in 0..300 {
             stream.sink.send(Message::data(1, 0, payload(1, i))).await.unwrap();
             if i < 150 {

@@ -1,10 +1,11 @@
 //! `tlab-testkit` holds what every transport of transport-lab is tested with: the conformance suite
-//! ([`conformance`], run against any [`tlab_core::Transport`] by [`conformance_tests!`] or
-//! [`conformance::run_all`]), a test server with a fresh identity and token ([`TestServer`]), a TCP proxy that can
+//! ([`conformance`], run against any [`tlab_core::Transport`] by [`conformance_tests!`] or, for datagram modes,
+//! [`datagram_conformance_tests!`]), a test server with a fresh identity and token ([`TestServer`]), a TCP proxy that can
 //! cut every connection mid-stream ([`ChaosProxy`]), and seeds read from `TLAB_SEED` ([`seed`]).
 
 pub mod conformance;
 mod proxy;
+pub mod sim;
 
 use std::sync::Arc;
 

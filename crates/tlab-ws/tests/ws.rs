@@ -277,7 +277,7 @@ async fn resilient_session_runs_on_both_modes() {
         let fx = Fixture::start(mode(), Limits::default()).await;
         let transport: Arc<dyn Transport> = Arc::new(mode());
         let session = within("session", ResilientSession::connect(transport, fx.client(TOKEN), SessionConfig::default())).await.unwrap();
-        let stream = within("open", session.open_stream(4, StreamMode::Echo)).await.unwrap();
+        let stream = within("open", session.open_stream(StreamOpen { stream: 4, mode: StreamMode::Echo, resume: None })).await.unwrap();
         echo_round(stream, 4, 200, 32).await;
         session.close().await;
         fx.server.shutdown().await;
