@@ -1,5 +1,5 @@
-//! TLS for every transport: a self-signed identity made at start (ECDSA P-256, valid 14 days, so that browsers
-//! accept it by hash for WebTransport too) and client-side pinning by the certificate's SHA-256.
+//! TLS for every transport: a self-signed identity made at start (ECDSA P-256, valid from one hour ago for 13 days,
+//! within the 14 days browsers accept by hash for WebTransport) and client-side pinning by the certificate's SHA-256.
 
 use std::sync::Arc;
 

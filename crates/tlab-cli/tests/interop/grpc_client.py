@@ -4,7 +4,7 @@
 Stubs are generated at runtime from the project's proto (grpc_tools.protoc into a temporary directory). The server
 certificate is fetched, its DER SHA-256 compared with --cert-sha256, and then trusted as the only root. Checks:
 bidi `Stream` echo of M frames (exactly once, in order), `Source` of M frames, `Sink` of M frames (summary count),
-and a wrong token refused with UNAUTHENTICATED. Prints one JSON line; exits 0 on success, 1 otherwise.
+and a wrong token refused with UNAUTHENTICATED. Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0 on success, 1 otherwise.
 
 Usage: grpc_client.py --proto-dir /work/main/proto --target 127.0.0.1:PORT --token T --cert-sha256 HEX
                       --messages M --size B
@@ -22,6 +22,7 @@ import time
 
 import grpc
 from grpc_tools import protoc
+from tally import Tally
 
 TIMEOUT_S = 30
 
@@ -80,6 +81,9 @@ def run(args):
             stub = pb_grpc.TransportStub(channel)
             auth = ("authorization", f"Bearer {args.token}")
             m, size = args.messages, args.size
+            tally = Tally()
+            tally.open("echo/0")
+            tally.open("source/1")
 
             # Bidi echo on stream 0.
             replies = stub.Stream(frames(pb, 0, m, size), metadata=[auth, ("tlab-open", "stream=0&mode=echo")],
@@ -89,6 +93,7 @@ def run(args):
                 check(reply.stream == 0 and reply.seq == echoed and not reply.control,
                       f"echo: got stream {reply.stream} seq {reply.seq}, expected seq {echoed}")
                 check(reply.payload == payload(echoed, size), f"echo: payload of seq {echoed} differs")
+                tally.add("echo/0", reply.seq, reply.payload)
                 echoed += 1
             check(echoed == m, f"echo: {echoed} frames back, {m} sent")
 
@@ -98,6 +103,7 @@ def run(args):
             for frame in stub.Source(request, metadata=[auth], timeout=TIMEOUT_S):
                 check(frame.stream == 1 and frame.seq == sourced and len(frame.payload) == size,
                       f"source: got stream {frame.stream} seq {frame.seq} len {len(frame.payload)}")
+                tally.add("source/1", frame.seq, frame.payload)
                 sourced += 1
             check(sourced == m, f"source: {sourced} frames, {m} requested")
 
@@ -115,7 +121,7 @@ def run(args):
                 check(e.code() == grpc.StatusCode.UNAUTHENTICATED, f"wrong token: status {e.code()}")
 
     return {"echo": echoed, "source": sourced, "sink": summary.received, "unauthenticated": True,
-            "cert_sha256": actual}
+            "cert_sha256": actual, "received": tally.streams}
 
 
 def main():

@@ -5,7 +5,7 @@ Certificate verification is off in aioquic; instead the DER SHA-256 of the certi
 compared with --cert-sha256. Checks: an echo request (POST /tlab/h3?stream=0&mode=echo) whose body carries M frames,
 sent in DATA chunks that do not align with the frames, each echoed back exactly once and in order in the response
 body; a source request (mode=source&count=M&size=B) whose response body holds M frames; a wrong token refused with
-401. Prints one JSON line; exits 0 on success, 1 otherwise.
+401. Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0 on success, 1 otherwise.
 
 Usage: h3_client.py --host 127.0.0.1 --port PORT --token T --cert-sha256 HEX --messages M --size B
 """
@@ -27,6 +27,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamReset
 from cryptography.hazmat.primitives.serialization import Encoding
+from tally import Tally
 
 TIMEOUT_S = 30
 HEADER = struct.Struct(">IIQQ")  # payload length, stream (top bit: control), seq, sent_at (ns)
@@ -125,6 +126,10 @@ async def run(args):
         echo = await client.request(authority, "/tlab/h3?stream=0&mode=echo", args.token, body)
         check(echo.status == 200, f"echo: status {echo.status}")
         echoed = decode_all(echo.body)
+        tally = Tally()
+        tally.open("echo/0")
+        for stream, control, seq, data in echoed:
+            tally.add(f"echo/{stream}" if not control else f"control/{stream}", seq, data)
         check(len(echoed) == m, f"echo: {len(echoed)} frames back, {m} sent")
         for expected_seq, (stream, control, seq, data) in enumerate(echoed):
             check((stream, control, seq) == (0, False, expected_seq),
@@ -134,13 +139,17 @@ async def run(args):
         source = await client.request(authority, f"/tlab/h3?stream=1&mode=source&count={m}&size={size}", args.token)
         check(source.status == 200, f"source: status {source.status}")
         sourced = decode_all(source.body)
+        tally.open("source/1")
+        for stream, control, seq, data in sourced:
+            tally.add(f"source/{stream}" if not control else f"control/{stream}", seq, data)
         check([(s, c, q, len(d)) for s, c, q, d in sourced] == [(1, False, q, size) for q in range(m)],
               f"source: {len(sourced)} frames not numbered 0..{m - 1} on stream 1 with {size}-byte payloads")
 
         refused = await client.request(authority, "/tlab/h3?stream=2&mode=echo", "wrong-" + args.token)
         check(refused.status == 401 and not refused.body, f"wrong token: status {refused.status}")
 
-    return {"echo": len(echoed), "source": len(sourced), "unauthorized": refused.status, "cert_sha256": actual}
+    return {"echo": len(echoed), "source": len(sourced), "unauthorized": refused.status, "cert_sha256": actual,
+            "received": tally.streams}
 
 
 def main():

@@ -8,7 +8,7 @@ compared with --cert-sha256. Checks: the auth exchange (first bidirectional stre
 `stream=S&mode=echo`, carrying M frames (24-byte big-endian header `>IIQQ` len, stream, seq, monotonic ns, then
 payload) and a FIN: every frame must be echoed exactly once, in order, byte for byte, followed by the server's FIN
 (no reset). Finally a wrong token must be refused: answer byte 0 and/or CONNECTION_CLOSE with application error
-0x101 "unauthorized". Prints one JSON line; exits 0 on success, 1 otherwise.
+0x101 "unauthorized". Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0 on success, 1 otherwise.
 
 Usage: quic_client.py --host 127.0.0.1 --port PORT --token T --cert-sha256 HEX --messages M --size B
 """
@@ -28,6 +28,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, StreamReset
 from cryptography.hazmat.primitives.serialization import Encoding
+from tally import Tally
 
 TIMEOUT_S = 30
 ALPN = "tlab-quic/1"
@@ -95,12 +96,13 @@ async def authenticate(client, token):
         return None
 
 
-async def echo_stream(client, stream, messages, size):
+async def echo_stream(client, stream, messages, size, tally):
     reader, writer = await client.create_stream()
     stream_id = writer.get_extra_info("stream_id")
     sent = [frame(stream, seq, size) for seq in range(messages)]
     writer.write(open_header(f"stream={stream}&mode=echo") + b"".join(sent))
     writer.write_eof()
+    tally.open(f"echo/{stream}")
     for seq, expected in enumerate(sent):
         try:
             head = await reader.readexactly(HEADER.size)
@@ -110,6 +112,7 @@ async def echo_stream(client, stream, messages, size):
             raise AssertionError(f"stream {stream}: ended after {seq} of {messages} echoes "
                                  f"(reset: {client.resets.get(stream_id)})")
         check((echoed_stream, echoed_seq) == (stream, seq), f"stream {stream}: got {echoed_stream}/{echoed_seq}, expected seq {seq}")
+        tally.add(f"echo/{stream}", echoed_seq, body)
         check(head + body == expected, f"stream {stream}: echo {seq} differs")
     check(await reader.read() == b"", f"stream {stream}: bytes after the last echo")
     check(stream_id not in client.resets, f"stream {stream}: reset with {client.resets.get(stream_id)} instead of FIN")
@@ -118,12 +121,13 @@ async def echo_stream(client, stream, messages, size):
 
 async def run(args):
     pin = args.cert_sha256.replace(":", "").lower()
+    tally = Tally()
     async with asyncio.timeout(TIMEOUT_S):
         async with connect(args.host, args.port, configuration=configuration(), create_protocol=RawQuicClient) as client:
             actual = check_pin(client, pin)
             answer = await authenticate(client, args.token)
             check(answer == 1, f"right token answered {answer}")
-            echoed = await asyncio.gather(*(echo_stream(client, s, args.messages, args.size) for s in STREAMS))
+            echoed = await asyncio.gather(*(echo_stream(client, s, args.messages, args.size, tally) for s in STREAMS))
 
         async with connect(args.host, args.port, configuration=configuration(), create_protocol=RawQuicClient) as client:
             answer = await authenticate(client, "wrong-" + args.token)
@@ -133,7 +137,8 @@ async def run(args):
                   f"wrong token: connection closed with {client.terminated}, expected 0x101")
             refusal = {"answer": answer, "close_code": client.terminated[0], "reason": client.terminated[1]}
     check(sum(echoed) == len(STREAMS) * args.messages, f"echoed {sum(echoed)}")
-    return {"echoed": sum(echoed), "streams": len(STREAMS), "unauthorized": refusal, "cert_sha256": actual}
+    return {"echoed": sum(echoed), "streams": len(STREAMS), "unauthorized": refusal, "cert_sha256": actual,
+            "received": tally.streams}
 
 
 def main():

@@ -12,7 +12,7 @@ followed by the payload.
 Checks: a source stream (token as `token` query parameter) delivers --messages events with ids 0..M-1 in order,
 each a data frame of --size bytes; an echo stream (token as Bearer header) returns every POSTed frame exactly once,
 in order, byte for byte, then `end`; a wrong token gets 401 on both routes. The SHA-256 of the server's DER
-certificate, taken from the connection's SSL object, must equal --cert-sha256. Prints one JSON line; exits 0 on
+certificate, taken from the connection's SSL object, must equal --cert-sha256. Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0 on
 success, 1 otherwise.
 
 Usage: sse_client.py --url https://127.0.0.1:PORT --token T --cert-sha256 HEX --messages M --size B
@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import aconnect_sse
+from tally import Tally
 
 TIMEOUT_S = 30
 HEADER = struct.Struct(">IIQQ")
@@ -96,11 +97,12 @@ class Endpoint:
         return f"{self.root}/messages?conn={self.conn}&stream={stream}" + ("&fin=1" if fin else "")
 
 
-async def source_stream(client, ep):
+async def source_stream(client, ep, tally):
     """`mode=source`: M data events with ids 0..M-1, then `end`."""
     args = ep.args
     url = ep.events_url(f"stream=0&mode=source&count={args.messages}&size={args.size}&token={args.token}")
     received = 0
+    tally.open("source/0")
     async with aconnect_sse(client, "GET", url) as source:
         check(source.response.status_code == 200, f"source stream answered {source.response.status_code}")
         check_pin(source.response, ep.pin)
@@ -111,6 +113,7 @@ async def source_stream(client, ep):
             check(not control, f"unexpected control event on a plain source stream (seq {seq})")
             check((stream, seq) == (0, received), f"event for stream {stream} seq {seq}, expected seq {received}")
             check(len(raw) == HEADER.size + args.size, f"seq {seq}: payload of {len(raw) - HEADER.size} bytes")
+            tally.add("source/0", seq, raw[HEADER.size:])
             received += 1
         else:
             raise AssertionError("source stream ended without `event: end`")
@@ -130,13 +133,14 @@ async def post_frames(client, ep, stream, frames, headers):
         check(response.status_code == 204, f"fin POST answered {response.status_code}: {response.text}")
 
 
-async def echo_stream(client, ep):
+async def echo_stream(client, ep, tally):
     """`mode=echo`: POSTed frames come back as events exactly once, in order, byte for byte; then `end`."""
     args = ep.args
     stream = 1
     headers = {"Authorization": f"Bearer {args.token}"}
     sent = [frame(stream, seq, args.size) for seq in range(args.messages)]
     echoed = 0
+    tally.open(f"echo/{stream}")
     async with aconnect_sse(client, "GET", ep.events_url(f"stream={stream}&mode=echo"), headers=headers) as source:
         check(source.response.status_code == 200, f"echo stream answered {source.response.status_code}")
         check_pin(source.response, ep.pin)
@@ -147,6 +151,7 @@ async def echo_stream(client, ep):
                 break
             raw, event_stream, seq, control = decode_event(event)
             check(not control and event_stream == stream, f"unexpected event for stream {event_stream} seq {seq}")
+            tally.add(f"echo/{stream}", seq, raw[HEADER.size:])
             check(seq == echoed, f"echo seq {seq}, expected {echoed}")
             check(raw == sent[seq], f"echo {seq} differs from what was sent")
             echoed += 1
@@ -170,13 +175,15 @@ async def unauthorized(client, ep):
 
 async def run(args):
     ep = Endpoint(args)
+    tally = Tally()
     timeout = httpx.Timeout(TIMEOUT_S)
     async with httpx.AsyncClient(verify=tls_context(), timeout=timeout) as client:
         async with asyncio.timeout(TIMEOUT_S * 2):
-            source = await source_stream(client, ep)
-            echoed = await echo_stream(client, ep)
+            source = await source_stream(client, ep, tally)
+            echoed = await echo_stream(client, ep, tally)
             refused = await unauthorized(client, ep)
-    return {"source_events": source, "echoed": echoed, "unauthorized": refused, "cert_sha256": ep.pin}
+    return {"source_events": source, "echoed": echoed, "unauthorized": refused, "cert_sha256": ep.pin,
+            "received": tally.streams}
 
 
 def main():

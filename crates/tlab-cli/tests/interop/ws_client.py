@@ -7,7 +7,7 @@ One `tlab serve --transport ws|ws-mux` serves both endpoints, so both are exerci
 Each stream sends M binary frames (24-byte big-endian header `>IIQQ` len, stream, seq, monotonic ns + payload) and
 text `fin <stream>`; every echo must come back exactly once, in order, byte for byte, followed by the server's
 `fin <stream>`. The SHA-256 of the server's DER certificate (taken from each connection's SSL object) must equal
---cert-sha256. Finally a wrong token must be refused with HTTP 401 on both endpoints. Prints one JSON line; exits 0
+--cert-sha256. Finally a wrong token must be refused with HTTP 401 on both endpoints. Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0
 on success, 1 otherwise.
 
 Usage: ws_client.py --url wss://127.0.0.1:PORT/tlab/ws --token T --cert-sha256 HEX --streams N --messages M --size B
@@ -24,6 +24,7 @@ import time
 from urllib.parse import urlsplit
 
 import websockets
+from tally import Tally
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -75,9 +76,11 @@ class Endpoint:
                        max_size=self.args.size + HEADER.size + 1024, open_timeout=TIMEOUT_S)
 
 
-async def expect_echoes(ws, sent, streams):
+async def expect_echoes(ws, sent, streams, tally, mode):
     """Reads until every stream in `streams` got its echoes (exactly once, in order) and its `fin`."""
     next_seq = {s: 0 for s in streams}
+    for s in streams:
+        tally.open(f"{mode}/{s}")
     finished = set()
     while finished != set(streams):
         msg = await ws.recv()
@@ -90,6 +93,7 @@ async def expect_echoes(ws, sent, streams):
             continue
         length, stream, seq, _ = HEADER.unpack_from(msg)
         check(stream in next_seq and stream not in finished, f"echo on unexpected stream {stream}")
+        tally.add(f"{mode}/{stream}", seq, msg[HEADER.size:])
         check(seq == next_seq[stream], f"stream {stream}: seq {seq}, expected {next_seq[stream]}")
         check(msg == sent[stream][seq] and length == len(msg) - HEADER.size, f"stream {stream}: echo {seq} differs")
         next_seq[stream] += 1
@@ -102,18 +106,18 @@ async def send_stream(ws, stream, frames):
     await ws.send(f"fin {stream}")
 
 
-async def per_stream(ep, stream):
+async def per_stream(ep, stream, tally):
     """Mode `ws`: stream `stream` on its own connection."""
     args = ep.args
     headers = {"Authorization": f"Bearer {args.token}"}
     async with ep.connect(f"/tlab/ws?stream={stream}&mode=echo", headers) as ws:
         check_pin(ws, ep.pin)
         sent = {stream: [frame(stream, seq, args.size) for seq in range(args.messages)]}
-        _, echoed = await asyncio.gather(send_stream(ws, stream, sent[stream]), expect_echoes(ws, sent, [stream]))
+        _, echoed = await asyncio.gather(send_stream(ws, stream, sent[stream]), expect_echoes(ws, sent, [stream], tally, "ws"))
     return echoed
 
 
-async def multiplexed(ep):
+async def multiplexed(ep, tally):
     """Mode `ws-mux`: every stream on one connection."""
     args = ep.args
     streams = list(range(args.streams))
@@ -123,7 +127,7 @@ async def multiplexed(ep):
         for s in streams:
             await ws.send(f"open stream={s}&mode=echo")
         senders = asyncio.gather(*(send_stream(ws, s, sent[s]) for s in streams))
-        _, echoed = await asyncio.gather(senders, expect_echoes(ws, sent, streams))
+        _, echoed = await asyncio.gather(senders, expect_echoes(ws, sent, streams, tally, "ws-mux"))
     return echoed
 
 
@@ -139,16 +143,18 @@ async def refused(ep, path, headers=None):
 
 async def run(args):
     ep = Endpoint(args)
+    tally = Tally()
     async with asyncio.timeout(TIMEOUT_S):
-        echoed = await asyncio.gather(*(per_stream(ep, s) for s in range(args.streams)))
-        mux_echoed = await multiplexed(ep)
+        echoed = await asyncio.gather(*(per_stream(ep, s, tally) for s in range(args.streams)))
+        mux_echoed = await multiplexed(ep, tally)
         wrong = "wrong-" + args.token
         await refused(ep, "/tlab/ws?stream=0&mode=echo", {"Authorization": f"Bearer {wrong}"})
         await refused(ep, f"/tlab/ws-mux?token={wrong}")
         await refused(ep, "/tlab/ws-mux")
     expected = args.streams * args.messages
     check(sum(echoed) == expected and mux_echoed == expected, f"echoed {sum(echoed)} / {mux_echoed}, expected {expected}")
-    return {"ws_echoed": sum(echoed), "ws_mux_echoed": mux_echoed, "unauthorized": True, "cert_sha256": ep.pin}
+    return {"ws_echoed": sum(echoed), "ws_mux_echoed": mux_echoed, "unauthorized": True, "cert_sha256": ep.pin,
+            "received": tally.streams}
 
 
 def main():

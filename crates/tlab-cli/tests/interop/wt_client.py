@@ -11,7 +11,7 @@ server presented is compared with --cert-sha256. Checks:
 - datagram session (/tlab/wt?token=T&datagrams=1): one datagram holding one frame comes back unchanged (resent a few
   times if lost: datagrams are unreliable);
 - a wrong token is refused with status 403.
-Prints one JSON line; exits 0 on success, 1 otherwise.
+Prints one JSON line (what arrived per stream under `received`, see tally.py); exits 0 on success, 1 otherwise.
 
 Usage: wt_client.py --host 127.0.0.1 --port PORT --token T --cert-sha256 HEX --messages M --size B
 """
@@ -33,6 +33,7 @@ from aioquic.h3.events import DatagramReceived, HeadersReceived, WebTransportStr
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import StreamReset
 from cryptography.hazmat.primitives.serialization import Encoding
+from tally import Tally
 
 TIMEOUT_S = 30
 HEADER = struct.Struct(">IIQQ")  # payload length, stream (top bit: control), seq, sent_at (ns)
@@ -146,6 +147,10 @@ async def run(args):
         query = b"stream=0&mode=echo"
         frames = b"".join(encode(0, seq, payload(seq, size)) for seq in range(m))
         echoed = decode_all(await client.echo_stream(struct.pack(">H", len(query)) + query + frames))
+        tally = Tally()
+        tally.open("echo/0")
+        for stream, control, seq, data in echoed:
+            tally.add(f"echo/{stream}" if not control else f"control/{stream}", seq, data)
         check(len(echoed) == m, f"echo: {len(echoed)} frames back, {m} sent")
         for expected_seq, (stream, control, seq, data) in enumerate(echoed):
             check((stream, control, seq) == (0, False, expected_seq),
@@ -158,12 +163,15 @@ async def run(args):
         sent = encode(5, 42, payload(42, min(size, 1000)))
         back = await client.echo_datagram(sent)
         check(back == sent, "datagram: the echo differs from what was sent")
+        _, back_stream, back_seq, _ = HEADER.unpack_from(back)
+        tally.add(f"datagram/{back_stream & 0x7FFFFFFF}", back_seq, back[HEADER.size:])
 
     async with connect(args.host, args.port, configuration=configuration(), create_protocol=WtClient) as client:
         refused = await client.open_session(authority, f"/tlab/wt?token=wrong-{args.token}")
         check(refused == 403, f"wrong token: status {refused}")
 
-    return {"echo": len(echoed), "datagram": len(sent), "unauthorized": refused, "cert_sha256": actual}
+    return {"echo": len(echoed), "datagram": len(sent), "unauthorized": refused, "cert_sha256": actual,
+            "received": tally.streams}
 
 
 def main():
