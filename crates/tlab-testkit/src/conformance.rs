@@ -303,10 +303,10 @@ pub async fn killed_connection_resumes(transport: Arc<dyn Transport>) {
         .await
         .expect("session");
     let count = 3000u64;
-    let MessageStream { mut sink, mut source } = session.open_stream(0, StreamMode::Echo).await.expect("open echo");
+    let MessageStream { mut sink, mut source } = session.open_stream(StreamOpen { stream: 0, mode: StreamMode::Echo, resume: None }).await.expect("open echo");
     let source_mode = StreamMode::Source { count, size: 64, interval_us: 200 };
     let MessageStream { source: mut downlink, sink: mut downlink_sink } =
-        session.open_stream(1, source_mode).await.expect("open source");
+        session.open_stream(StreamOpen { stream: 1, mode: source_mode, resume: None }).await.expect("open source");
     // At most WINDOW messages in flight, so that each cut finds traffic still to deliver and forces a resume.
     const WINDOW: u64 = 100;
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
