@@ -30,6 +30,7 @@ pub fn all() -> Vec<Box<dyn Transport>> {
         Box::new(tlab_h3::H3Transport::new()),
         Box::new(tlab_webtransport::WebTransport::streams()),
         Box::new(tlab_webtransport::WebTransport::datagrams()),
+        Box::new(tlab_tcp_tls::TcpTlsTransport::new()),
     ]
 }
 
@@ -84,14 +85,14 @@ mod tests {
 
     #[test]
     fn select_keeps_registry_order_and_filters_on_capabilities() {
-        let picked = |r| select(r).iter().map(|t| t.name()).collect::<Vec<_>>();
-        assert_eq!(picked(Requirement::Reliable), ["ws", "ws-mux", "sse-h1", "sse-h2", "grpc", "quic", "h3", "wt-stream"]);
-        assert_eq!(picked(Requirement::Datagram), ["wt-datagram"]);
-        assert_eq!(picked(Requirement::Multiplexed), ["ws-mux", "sse-h2", "grpc", "quic", "h3", "wt-stream", "wt-datagram"]);
         for r in Requirement::ALL {
-            for t in select(r) {
-                assert!(t.capabilities().satisfies(r), "{} selected for {r}", t.name());
-            }
+            let selected: Vec<_> = select(r).iter().map(|t| t.name()).collect();
+            let expected: Vec<_> = names().into_iter().filter(|n| by_name(n).unwrap().capabilities().satisfies(r)).collect();
+            assert_eq!(selected, expected, "{r}");
         }
+        let reliable: Vec<_> = select(Requirement::Reliable).iter().map(|t| t.name()).collect();
+        assert!(reliable.starts_with(&["ws", "ws-mux", "sse-h1", "sse-h2", "grpc", "quic", "h3", "wt-stream"]), "{reliable:?}");
+        assert!(!reliable.contains(&"wt-datagram"), "{reliable:?}");
+        assert!(select(Requirement::Datagram).iter().any(|t| t.name() == "wt-datagram"));
     }
 }
