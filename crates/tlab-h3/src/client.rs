@@ -2,32 +2,29 @@
 
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use quinn::crypto::rustls::QuicClientConfig;
 use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, StreamId, StreamOpen};
 use tokio::task::JoinHandle;
 
-use crate::Congestion;
+use tlab_quic_common::PeerStreams;
+
 use crate::wire::{
     ALPN_H3, AUTH_PATH, BodySink, BodySource, CONTENT_TYPE, MAX_STREAMS_HEADER, STREAM_PATH, Shared, close_code,
-    stream_error, transport_config,
+    stream_error,
 };
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 /// Connects QUIC + HTTP/3 and checks the token with one `GET /tlab/h3/auth`, all within the connect timeout.
-pub(crate) async fn connect(config: ClientConfig, congestion: Congestion) -> Result<H3Connection, Error> {
+pub(crate) async fn connect(config: ClientConfig) -> Result<H3Connection, Error> {
     let (addr, _path) = config.authority_and_path()?;
-    let crypto = QuicClientConfig::try_from(tlab_core::tls::client_config(&config.pin, &[ALPN_H3])?)
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-    client_config.transport_config(Arc::new(transport_config(congestion, None)));
+    let client_config = endpoint_config(&config)?;
     let unspecified: SocketAddr =
         if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
     let mut endpoint = quinn::Endpoint::client(unspecified)?;
@@ -66,6 +63,12 @@ pub(crate) async fn connect(config: ClientConfig, congestion: Congestion) -> Res
     tokio::time::timeout(config.connect_timeout, setup)
         .await
         .map_err(|_| Error::Timeout(format!("HTTP/3 connect to {addr}")))?
+}
+
+/// The quinn client configuration: our pin, ALPN `h3`, `config`'s congestion controller.
+pub(crate) fn endpoint_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Error> {
+    // HTTP/3 servers open no bidirectional streams (RFC 9114 §6.1).
+    tlab_quic_common::client_config(&config.pin, ALPN_H3, config.congestion, PeerStreams::http3(0))
 }
 
 /// A failed QUIC handshake: a TLS failure (e.g. the pin did not match) is [`Error::Tls`].

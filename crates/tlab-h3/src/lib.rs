@@ -18,33 +18,15 @@ mod wire;
 use async_trait::async_trait;
 use tlab_core::{Capabilities, ClientConfig, Connection, Error, Server, ServerConfig, Transport};
 
-/// QUIC congestion controller of both sides (quinn's implementations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Congestion {
-    /// CUBIC (RFC 9438), quinn's default.
-    #[default]
-    Cubic,
-    /// NewReno (RFC 9002).
-    NewReno,
-    /// BBR (quinn's experimental BBRv1).
-    Bbr,
-}
-
-/// The `h3` transport: N logical streams = N HTTP/3 requests on one QUIC connection.
+/// The `h3` transport: N logical streams = N HTTP/3 requests on one QUIC connection. Both ends run the congestion
+/// controller their config names ([`ServerConfig::congestion`], [`ClientConfig::congestion`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct H3Transport {
-    congestion: Congestion,
-}
+pub struct H3Transport;
 
 impl H3Transport {
-    /// The transport with CUBIC congestion control.
+    /// The transport.
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The same transport with another congestion controller (used by the servers and clients it makes).
-    pub fn with_congestion(self, congestion: Congestion) -> Self {
-        Self { congestion }
+        Self
     }
 }
 
@@ -71,17 +53,18 @@ impl Transport for H3Transport {
     }
 
     async fn serve(&self, config: ServerConfig) -> Result<Box<dyn Server>, Error> {
-        Ok(Box::new(server::serve(config, self.congestion).await?))
+        Ok(Box::new(server::serve(config).await?))
     }
 
     async fn connect(&self, config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
-        Ok(Box::new(client::connect(config, self.congestion).await?))
+        Ok(Box::new(client::connect(config).await?))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Migration, which needs the concrete types: the server's connection count and the client's QUIC connection.
+    //! What needs the concrete types: migration (the server's connection count and the client's QUIC connection) and
+    //! the endpoint configurations' congestion controllers.
 
     use std::sync::Arc;
     use std::time::Duration;
@@ -90,8 +73,16 @@ mod tests {
     use tlab_service::EchoService;
     use tlab_core::tls::{CertPin, Identity};
     use tlab_core::{Limits, Message, MessageStream, Server as _, StreamOpen};
+    use tlab_quic_common::testing::assert_each_end_runs_its_own_controller;
 
     use super::*;
+
+    #[tokio::test]
+    async fn both_ends_run_the_congestion_controller_of_their_config() {
+        let configs = |s: &_, c: &_| (server::endpoint_config(s).unwrap(), client::endpoint_config(c).unwrap());
+        assert_each_end_runs_its_own_controller(Arc::new(EchoService::default()), "https://127.0.0.1:1/tlab/h3", configs)
+            .await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rebind_keeps_the_same_connection() {
@@ -104,9 +95,9 @@ mod tests {
             service: Arc::new(EchoService::default()),
             congestion: tlab_core::config::CongestionControl::default(),
         };
-        let server = server::serve(config, Congestion::default()).await.unwrap();
+        let server = server::serve(config).await.unwrap();
         let client_config = ClientConfig::new(server.url(), CertPin::Sha256(identity.sha256()), "t");
-        let conn = client::connect(client_config, Congestion::default()).await.unwrap();
+        let conn = client::connect(client_config).await.unwrap();
         let stable_id = conn.conn.stable_id();
         let mut new_local = None;
         let MessageStream { mut sink, mut source } = conn.open_stream(StreamOpen::echo(0)).await.unwrap();

@@ -10,14 +10,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
 use http::{Method, Request, Response, StatusCode, header};
-use quinn::crypto::rustls::QuicServerConfig;
 use tlab_core::{Error, Limits, MessageStream, ServerConfig, StreamOpen, StreamService};
+use tlab_quic_common::{PeerStreams, StreamSlot, StreamSlots};
 use tokio::task::JoinHandle;
 
-use crate::Congestion;
 use crate::wire::{
-    ALPN_H3, AUTH_PATH, BodySink, BodySource, CONTENT_TYPE, MAX_STREAMS_HEADER, STREAM_PATH, Shared, StreamSlot,
-    close_code, transport_config,
+    ALPN_H3, AUTH_PATH, BodySink, BodySource, CONTENT_TYPE, MAX_STREAMS_HEADER, STREAM_PATH, Shared, close_code,
 };
 
 /// How long [`tlab_core::Server::shutdown`] waits for connections to finish closing.
@@ -26,15 +24,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 /// Binds the UDP endpoint and starts accepting connections.
-pub(crate) async fn serve(config: ServerConfig, congestion: Congestion) -> Result<H3Server, Error> {
-    let tls = config.identity.server_config(&[ALPN_H3])?;
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // One request above the limit may open, so that it is refused with a 429 the client understands instead of
-    // waiting for QUIC stream credit; beyond that, requests wait for credit.
-    let max_bidi = config.limits.max_streams.saturating_add(1);
-    server_config.transport_config(Arc::new(transport_config(congestion, Some(max_bidi))));
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)?;
+pub(crate) async fn serve(config: ServerConfig) -> Result<H3Server, Error> {
+    let endpoint = quinn::Endpoint::server(endpoint_config(&config)?, config.listen)?;
     let local_addr = endpoint.local_addr()?;
     let app = Arc::new(App {
         bearer: format!("Bearer {}", config.token),
@@ -45,6 +36,14 @@ pub(crate) async fn serve(config: ServerConfig, congestion: Congestion) -> Resul
     let accepted = Arc::new(AtomicUsize::new(0));
     let accept = tokio::spawn(accept_loop(endpoint.clone(), app, accepted.clone()));
     Ok(H3Server { endpoint, local_addr, accept, accepted })
+}
+
+/// The quinn server configuration: our identity, ALPN `h3`, `config`'s congestion controller.
+pub(crate) fn endpoint_config(config: &ServerConfig) -> Result<quinn::ServerConfig, Error> {
+    // One request above the limit may open, so that it is refused with a 429 the client understands instead of
+    // waiting for QUIC stream credit; beyond that, requests wait for credit.
+    let peer = PeerStreams::http3(config.limits.max_streams.saturating_add(1));
+    tlab_quic_common::server_config(&config.identity, ALPN_H3, config.congestion, peer)
 }
 
 /// The running server; dropping it closes every connection.
@@ -116,14 +115,14 @@ async fn serve_connection(conn: quinn::Connection, app: Arc<App>) {
         Ok(h3) => h3,
         Err(e) => return tracing::warn!(%peer, error = %e, "HTTP/3 connection setup failed"),
     };
-    let open_streams = Arc::new(AtomicUsize::new(0));
+    let slots = StreamSlots::default();
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
-                let (app, open_streams) = (app.clone(), open_streams.clone());
+                let (app, slots) = (app.clone(), slots.clone());
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {
-                        Ok((req, stream)) => app.handle(req, stream, &open_streams).await,
+                        Ok((req, stream)) => app.handle(req, stream, &slots).await,
                         Err(e) => tracing::warn!(%peer, error = %e, "bad HTTP/3 request"),
                     }
                 });
@@ -157,8 +156,8 @@ enum Accepted {
 
 impl App {
     /// Answers one request: a refusal, the token probe's 204, or a 200 whose bodies become a served stream.
-    async fn handle(&self, req: Request<()>, mut stream: RequestStream, open_streams: &Arc<AtomicUsize>) {
-        let (open, slot) = match self.route(&req, open_streams) {
+    async fn handle(&self, req: Request<()>, mut stream: RequestStream, slots: &StreamSlots) {
+        let (open, slot) = match self.route(&req, slots) {
             Ok(Accepted::Stream(open, slot)) => (open, slot),
             Ok(Accepted::Auth) => return respond(stream, status_only(StatusCode::NO_CONTENT)).await,
             Err(refusal) => return respond(stream, refusal).await,
@@ -178,7 +177,7 @@ impl App {
     }
 
     /// Checks, in order: token (401), path and method (404, 405), open query (400), stream limit (429).
-    fn route(&self, req: &Request<()>, open_streams: &Arc<AtomicUsize>) -> Result<Accepted, Response<()>> {
+    fn route(&self, req: &Request<()>, slots: &StreamSlots) -> Result<Accepted, Response<()>> {
         let query = req.uri().query().unwrap_or("");
         let header_ok = req.headers().get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == self.bearer.as_bytes());
         let query_ok = query.split('&').any(|pair| pair.strip_prefix("token=") == Some(self.token.as_str()));
@@ -192,7 +191,7 @@ impl App {
             _ => return Err(refuse(StatusCode::NOT_FOUND, "unknown path", req)),
         }
         let open = StreamOpen::from_query(query).map_err(|e| refuse(StatusCode::BAD_REQUEST, &e.to_string(), req))?;
-        let slot = StreamSlot::acquire(open_streams, &self.limits, open.stream).map_err(|e| {
+        let slot = slots.acquire(&self.limits, open.stream).map_err(|e| {
             let mut refusal = refuse(StatusCode::TOO_MANY_REQUESTS, &e.to_string(), req);
             refusal.headers_mut().insert(MAX_STREAMS_HEADER, self.limits.max_streams.into());
             refusal

@@ -1,18 +1,17 @@
-//! What both sides share: names on the wire, QUIC transport parameters, the request-body halves that carry our
-//! frames (one implementation for client and server), h3 errors → [`Error`], the per-connection stream counter.
+//! What both sides share: names on the wire, the request-body halves that carry our frames (one implementation for
+//! client and server), and h3 errors → [`Error`]. The QUIC transport settings and the stream counter come from
+//! `tlab-quic-common`.
 
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use h3::error::{Code, StreamError};
 use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, StreamId, frame};
-
-use crate::Congestion;
+use tlab_quic_common::StreamSlot;
 
 /// ALPN protocol of HTTP/3.
 pub(crate) const ALPN_H3: &[u8] = b"h3";
@@ -24,29 +23,6 @@ pub(crate) const AUTH_PATH: &str = "/tlab/h3/auth";
 pub(crate) const MAX_STREAMS_HEADER: &str = "tlab-max-streams";
 /// Content type of the response body (and, from well-behaved clients, of the request body).
 pub(crate) const CONTENT_TYPE: &str = "application/octet-stream";
-/// Keep-alive: a client that only receives still sends, so a new path is validated after migration and a dead
-/// path is noticed within the idle timeout.
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
-/// A connection silent this long is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The QUIC transport parameters of both sides; `max_bidi` bounds the request streams a peer may open at once.
-pub(crate) fn transport_config(congestion: Congestion, max_bidi: Option<u32>) -> quinn::TransportConfig {
-    let mut config = quinn::TransportConfig::default();
-    config.keep_alive_interval(Some(KEEP_ALIVE));
-    config.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("10 s is a valid idle timeout")));
-    let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = match congestion {
-        Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
-        Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
-        Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
-    };
-    config.congestion_controller_factory(factory);
-    if let Some(max_bidi) = max_bidi {
-        config.max_concurrent_bidi_streams(max_bidi.into());
-    }
-    config
-}
-
 /// A QUIC application close code from an h3 [`Code`].
 pub(crate) fn close_code(code: Code) -> quinn::VarInt {
     quinn::VarInt::from_u64(code.value()).expect("h3 codes are valid varints")
@@ -239,40 +215,5 @@ impl<R: RecvBody> MessageSource for BodySource<R> {
                 Err(e) => return Err(self.fail(stream_error(e))),
             }
         }
-    }
-}
-
-/// One request stream counted against `max_streams` on one connection; released when dropped.
-pub(crate) struct StreamSlot(Arc<AtomicUsize>);
-
-impl StreamSlot {
-    /// Counts one more stream on `open`, or refuses it when `limits.max_streams` are already open.
-    pub(crate) fn acquire(open: &Arc<AtomicUsize>, limits: &Limits, stream: StreamId) -> Result<Self, Error> {
-        let before = open.fetch_add(1, Ordering::AcqRel);
-        let slot = Self(open.clone());
-        limits.check_streams(stream, before)?;
-        Ok(slot)
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_count_and_release() {
-        let open = Arc::new(AtomicUsize::new(0));
-        let limits = Limits { max_message_size: 1, max_streams: 1 };
-        let first = StreamSlot::acquire(&open, &limits, 0).unwrap();
-        assert!(matches!(StreamSlot::acquire(&open, &limits, 1), Err(Error::TooManyStreams { stream: 1, limit: 1 })));
-        drop(first);
-        let _second = StreamSlot::acquire(&open, &limits, 2).unwrap();
-        assert_eq!(open.load(Ordering::Acquire), 1);
     }
 }

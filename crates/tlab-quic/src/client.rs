@@ -2,31 +2,20 @@
 //! authenticated in `connect()`, with one bidirectional QUIC stream per logical stream.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use async_trait::async_trait;
-use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{Endpoint, VarInt};
 use tlab_core::{ClientConfig, Error, Limits, MessageStream, StreamOpen, tls};
+use tlab_quic_common::{PeerStreams, StreamSlots};
 
-use crate::Congestion;
 use crate::wire::{
-    ALPN, AUTH_OK, AUTH_PREFIX, CLOSE_NORMAL, OnDrop, StreamState, connection_error, message_stream, transport_config,
-    write_header,
+    ALPN, AUTH_OK, AUTH_PREFIX, CLOSE_NORMAL, OnDrop, StreamState, connection_error, message_stream, write_header,
 };
 
 /// Connects, then runs the auth exchange so that a wrong token fails here with [`Error::Unauthorized`].
-pub(crate) async fn connect(
-    config: ClientConfig,
-    congestion: Congestion,
-) -> Result<Box<dyn tlab_core::Connection>, Error> {
+pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn tlab_core::Connection>, Error> {
     let (addr, _path) = config.authority_and_path()?;
-    let tls = tls::client_config(&config.pin, &[ALPN])?;
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
-    let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
-    // The server never opens streams towards the client.
-    client_config.transport_config(transport_config(congestion, 0));
+    let client_config = endpoint_config(&config)?;
     let any: SocketAddr =
         if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
     let endpoint = Endpoint::client(any)?;
@@ -45,7 +34,13 @@ pub(crate) async fn connect(
     let conn = tokio::time::timeout(config.connect_timeout, establish)
         .await
         .map_err(|_| connect_error(format!("no authenticated connection within {:?}", config.connect_timeout)))??;
-    Ok(Box::new(QuicConnection { endpoint, conn, limits: config.limits, open_streams: Arc::default() }))
+    Ok(Box::new(QuicConnection { endpoint, conn, limits: config.limits, slots: StreamSlots::default() }))
+}
+
+/// The quinn client configuration: our pin and ALPN, `config`'s congestion controller.
+pub(crate) fn endpoint_config(config: &ClientConfig) -> Result<quinn::ClientConfig, Error> {
+    // The server never opens streams towards the client.
+    tlab_quic_common::client_config(&config.pin, ALPN, config.congestion, PeerStreams::bidi_only(0))
 }
 
 /// Sends `auth <token>` on the first stream and reads the server's one-byte answer.
@@ -69,13 +64,13 @@ struct QuicConnection {
     endpoint: Endpoint,
     conn: quinn::Connection,
     limits: Limits,
-    open_streams: Arc<AtomicUsize>,
+    slots: StreamSlots,
 }
 
 #[async_trait]
 impl tlab_core::Connection for QuicConnection {
     async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
-        let state = StreamState::acquire(&self.open_streams, &self.limits, open.stream)?;
+        let state = StreamState::acquire(&self.slots, &self.limits, open.stream)?;
         let (mut send, recv) = self.conn.open_bi().await.map_err(|e| connection_error(&e))?;
         // QUIC announces a stream with its first bytes: the header makes the server accept it right away.
         write_header(&mut send, &open.to_query()).await?;

@@ -9,60 +9,25 @@
 //! ([`tlab_core::StreamOpen::to_query`]) followed by frames both ways; finishing a direction is the QUIC FIN.
 //! Refusals are stream resets / connection closes with application error codes 0x101–0x104 (see
 //! docs/PROTOCOL.md). The connection migrates natively: [`tlab_core::Connection::rebind`] moves the endpoint to a
-//! new UDP socket and keep-alives validate the new path.
+//! new UDP socket and keep-alives validate the new path. The congestion controller, keep-alive and idle timeout, the
+//! open header and the stream count come from `tlab-quic-common`.
 
 mod client;
 mod server;
 mod wire;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use quinn::congestion::{BbrConfig, ControllerFactory, CubicConfig, NewRenoConfig};
 use tlab_core::{Capabilities, ClientConfig, Connection, Error, Server, ServerConfig, Transport};
 
-/// The congestion controller both ends of a connection run (quinn's implementations).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Congestion {
-    /// CUBIC (RFC 9438), quinn's default.
-    #[default]
-    Cubic,
-    /// NewReno (RFC 9002).
-    NewReno,
-    /// BBR (quinn's experimental BBRv1).
-    Bbr,
-}
-
-impl Congestion {
-    fn factory(self) -> Arc<dyn ControllerFactory + Send + Sync> {
-        match self {
-            Self::Cubic => Arc::new(CubicConfig::default()),
-            Self::NewReno => Arc::new(NewRenoConfig::default()),
-            Self::Bbr => Arc::new(BbrConfig::default()),
-        }
-    }
-}
-
-/// The `quic` transport: N logical streams = N bidirectional QUIC streams of one connection.
+/// The `quic` transport: N logical streams = N bidirectional QUIC streams of one connection. Both ends run the
+/// congestion controller their config names ([`ServerConfig::congestion`], [`ClientConfig::congestion`]).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct QuicTransport {
-    congestion: Congestion,
-}
+pub struct QuicTransport;
 
 impl QuicTransport {
-    /// The transport with CUBIC congestion control.
+    /// The transport.
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The same transport running `congestion` on the connections it serves and opens.
-    pub fn with_congestion(self, congestion: Congestion) -> Self {
-        Self { congestion }
-    }
-
-    /// The congestion controller in use.
-    pub fn congestion(&self) -> Congestion {
-        self.congestion
+        Self
     }
 }
 
@@ -89,10 +54,26 @@ impl Transport for QuicTransport {
     }
 
     async fn serve(&self, config: ServerConfig) -> Result<Box<dyn Server>, Error> {
-        server::serve(config, self.congestion).await
+        server::serve(config).await
     }
 
     async fn connect(&self, config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
-        client::connect(config, self.congestion).await
+        client::connect(config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tlab_quic_common::testing::assert_each_end_runs_its_own_controller;
+    use tlab_testkit::CountingService;
+
+    use crate::{client, server};
+
+    #[tokio::test]
+    async fn both_ends_run_the_congestion_controller_of_their_config() {
+        let configs = |s: &_, c: &_| (server::endpoint_config(s).unwrap(), client::endpoint_config(c).unwrap());
+        assert_each_end_runs_its_own_controller(Arc::new(CountingService::default()), "quic://127.0.0.1:1", configs).await;
     }
 }

@@ -3,20 +3,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use quinn::crypto::rustls::QuicServerConfig;
 use quinn::{Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tlab_core::{Error, Limits, ServerConfig, StreamOpen, StreamService};
 use tokio::task::JoinHandle;
+use tlab_quic_common::{PeerStreams, StreamSlots};
 
-use crate::Congestion;
 use crate::wire::{
     ALPN, AUTH_OK, AUTH_PREFIX, AUTH_REFUSED, CLOSE_NORMAL, Code, HANDSHAKE_TIMEOUT, OnDrop, StreamState,
-    message_stream, read_header, refuse, transport_config,
+    message_stream, read_header, refuse,
 };
 
 /// How long a refused client is given to receive the refusal byte before its connection is closed.
@@ -32,18 +30,20 @@ struct Shared {
 }
 
 /// Binds the UDP endpoint and starts accepting.
-pub(crate) async fn serve(config: ServerConfig, congestion: Congestion) -> Result<Box<dyn tlab_core::Server>, Error> {
-    let tls = config.identity.server_config(&[ALPN])?;
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| Error::Tls(e.to_string()))?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // One stream beyond the limit (the auth stream, or a stream over the limit) reaches the explicit check and is
-    // refused with 0x104 instead of waiting silently for QUIC stream credit.
-    server_config.transport_config(transport_config(congestion, config.limits.max_streams.saturating_add(1)));
-    let endpoint = Endpoint::server(server_config, config.listen)?;
+pub(crate) async fn serve(config: ServerConfig) -> Result<Box<dyn tlab_core::Server>, Error> {
+    let endpoint = Endpoint::server(endpoint_config(&config)?, config.listen)?;
     let local_addr = endpoint.local_addr()?;
     let shared = Arc::new(Shared { token: config.token, limits: config.limits, service: config.service });
     let accept = tokio::spawn(accept_loop(endpoint.clone(), shared));
     Ok(Box::new(QuicServer { endpoint, local_addr, accept }))
+}
+
+/// The quinn server configuration: our identity and ALPN, `config`'s congestion controller.
+pub(crate) fn endpoint_config(config: &ServerConfig) -> Result<quinn::ServerConfig, Error> {
+    // One stream beyond the limit (the auth stream, or a stream over the limit) reaches the explicit check and is
+    // refused with 0x104 instead of waiting silently for QUIC stream credit.
+    let peer = PeerStreams::bidi_only(config.limits.max_streams.saturating_add(1));
+    tlab_quic_common::server_config(&config.identity, ALPN, config.congestion, peer)
 }
 
 async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
@@ -66,11 +66,11 @@ async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
         return;
     }
     tracing::debug!(%peer, id = conn.stable_id(), "connection authenticated");
-    let open_streams = Arc::new(AtomicUsize::new(0));
+    let slots = StreamSlots::default();
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, shared.clone(), open_streams.clone()));
+                tokio::spawn(serve_stream(send, recv, shared.clone(), slots.clone()));
             }
             Err(e) => {
                 return tracing::debug!(peer = %conn.remote_address(), error = %e, "connection ended");
@@ -103,7 +103,7 @@ async fn authenticate(conn: &quinn::Connection, token: &str) -> Result<(), Strin
 }
 
 /// Reads the open header, counts the stream against `max_streams` and runs the service on it.
-async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, open_streams: Arc<AtomicUsize>) {
+async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, slots: StreamSlots) {
     let quic_stream = send.id();
     let open = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_header(&mut recv)).await {
         Ok(Ok(header)) => StreamOpen::from_query(&header),
@@ -117,7 +117,7 @@ async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Sh
             return refuse(&mut send, &mut recv, Code::Malformed);
         }
     };
-    let state = match StreamState::acquire(&open_streams, &shared.limits, open.stream) {
+    let state = match StreamState::acquire(&slots, &shared.limits, open.stream) {
         Ok(state) => state,
         Err(e) => {
             tracing::warn!(%quic_stream, error = %e, "stream refused");

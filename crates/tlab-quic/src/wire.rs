@@ -1,17 +1,17 @@
-//! What both sides share: the ALPN, the application error codes, the length-prefixed header that opens every
-//! QUIC stream, the QUIC transport parameters, quinn errors → [`Error`], and the two stream halves that carry
-//! [`tlab_core::frame`]s on a QUIC bidirectional stream.
+//! What both sides share: the ALPN, the application error codes, writing and reading the open header
+//! ([`tlab_quic_common::open_header`]) with this mode's error mapping, quinn errors → [`Error`], and the two stream
+//! halves that carry [`tlab_core::frame`]s on a QUIC bidirectional stream.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{BufMut, BytesMut};
-use quinn::{ConnectionError, ReadError, ReadExactError, RecvStream, SendStream, TransportConfig, VarInt, WriteError};
+use bytes::BytesMut;
+use quinn::{ConnectionError, ReadError, RecvStream, SendStream, VarInt, WriteError};
 use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId, frame};
-
-use crate::Congestion;
+use tlab_quic_common::open_header::{self, OpenHeaderError};
+use tlab_quic_common::{StreamSlot, StreamSlots};
 
 /// ALPN protocol of the raw QUIC mode.
 pub(crate) const ALPN: &[u8] = b"tlab-quic/1";
@@ -25,10 +25,6 @@ pub(crate) const AUTH_REFUSED: u8 = 0;
 pub(crate) const CLOSE_NORMAL: u32 = 0;
 /// A peer that has not completed the TLS handshake, the auth exchange or an open header by then is dropped.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keep-alive PINGs make a receive-only client validate a new path after migration and keep NATs open.
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
-/// A connection silent this long (despite keep-alives) is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Application error codes, used in RESET_STREAM / STOP_SENDING (a stream) and CONNECTION_CLOSE (a connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,41 +64,17 @@ impl From<Code> for VarInt {
     }
 }
 
-/// Transport parameters of both sides; `peer_bidi_streams` is how many bidirectional streams the peer may open.
-pub(crate) fn transport_config(congestion: Congestion, peer_bidi_streams: u32) -> Arc<TransportConfig> {
-    let mut config = TransportConfig::default();
-    config
-        .keep_alive_interval(Some(KEEP_ALIVE))
-        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("10 s is a valid idle timeout")))
-        .max_concurrent_bidi_streams(VarInt::from_u32(peer_bidi_streams))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .congestion_controller_factory(congestion.factory());
-    Arc::new(config)
-}
-
-/// Writes a stream's open header: `u16` big-endian length, then the UTF-8 text.
+/// Writes a stream's open header ([`open_header::encode`]).
 pub(crate) async fn write_header(send: &mut SendStream, text: &str) -> Result<(), Error> {
-    let len = u16::try_from(text.len())
-        .map_err(|_| Error::Config(format!("stream header of {} bytes exceeds 65535", text.len())))?;
-    let mut buf = BytesMut::with_capacity(2 + text.len());
-    buf.put_u16(len);
-    buf.put_slice(text.as_bytes());
-    send.write_chunk(buf.freeze()).await.map_err(|e| write_error(e, None))
+    let header = open_header::encode(text)?;
+    send.write_chunk(header).await.map_err(|e| write_error(e, None))
 }
 
-/// Reads the open header [`write_header`] wrote.
+/// Reads the open header [`write_header`] wrote; a reset or lost connection maps as on any stream.
 pub(crate) async fn read_header(recv: &mut RecvStream) -> Result<String, Error> {
-    let mut len = [0u8; 2];
-    read_exact(recv, &mut len).await?;
-    let mut text = vec![0u8; u16::from_be_bytes(len) as usize];
-    read_exact(recv, &mut text).await?;
-    String::from_utf8(text).map_err(|_| Error::Protocol("stream header is not UTF-8".into()))
-}
-
-async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), Error> {
-    recv.read_exact(buf).await.map_err(|e| match e {
-        ReadExactError::FinishedEarly(_) => Error::Protocol("stream finished inside its header".into()),
-        ReadExactError::ReadError(e) => read_error(e, None),
+    open_header::read(recv).await.map_err(|e| match e {
+        OpenHeaderError::Read(e) => read_error(e, None),
+        other => other.into(),
     })
 }
 
@@ -131,7 +103,7 @@ fn stream_reset_error(code: VarInt, stream: Option<&StreamState>) -> Error {
         }
         Some(Code::TooManyStreams) => Error::TooManyStreams {
             stream: stream.map_or(0, |s| s.stream),
-            limit: stream.map_or(0, |s| s.opened_beside),
+            limit: stream.map_or(0, |s| s.slot.opened_beside()),
         },
         Some(Code::Cancelled) | None => {
             Error::Closed(format!("stream reset by the peer (code {:#x})", code.into_inner()))
@@ -155,28 +127,20 @@ fn write_error(error: WriteError, stream: Option<&StreamState>) -> Error {
     }
 }
 
-/// One stream counted against `max_streams` on its connection, shared by both halves; released when dropped.
+/// One stream, shared by both halves: its slot among the connection's open streams (released when both halves are
+/// gone) and how the source refused the peer's bytes, if it did.
 pub(crate) struct StreamState {
     stream: StreamId,
-    open: Arc<AtomicUsize>,
-    /// Streams already open on this side of the connection when this one opened (the limit a refusal implies).
-    opened_beside: u32,
+    slot: StreamSlot,
     /// Set by the source when it refuses the peer's bytes: the code the sink resets with.
     failure: AtomicU32,
 }
 
 impl StreamState {
-    /// Counts one more stream on `open`, or refuses it when `limits.max_streams` are already open.
-    pub(crate) fn acquire(open: &Arc<AtomicUsize>, limits: &Limits, stream: StreamId) -> Result<Arc<Self>, Error> {
-        let before = open.fetch_add(1, Ordering::AcqRel);
-        let state = Arc::new(Self {
-            stream,
-            open: open.clone(),
-            opened_beside: u32::try_from(before).unwrap_or(u32::MAX),
-            failure: AtomicU32::new(0),
-        });
-        limits.check_streams(stream, before)?;
-        Ok(state)
+    /// Takes one of `slots`, or refuses the stream when `limits.max_streams` are already open.
+    pub(crate) fn acquire(slots: &StreamSlots, limits: &Limits, stream: StreamId) -> Result<Arc<Self>, Error> {
+        let slot = slots.acquire(limits, stream)?;
+        Ok(Arc::new(Self { stream, slot, failure: AtomicU32::new(0) }))
     }
 
     fn failure(&self) -> Option<VarInt> {
@@ -184,12 +148,6 @@ impl StreamState {
             0 => None,
             code => Some(VarInt::from_u32(code)),
         }
-    }
-}
-
-impl Drop for StreamState {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -337,16 +295,16 @@ mod tests {
 
     #[test]
     fn refused_stream_reports_the_limit_it_hit() {
-        let open = Arc::new(AtomicUsize::new(0));
+        let slots = StreamSlots::default();
         let limits = Limits { max_message_size: 1, max_streams: 2 };
-        let first = StreamState::acquire(&open, &limits, 0).unwrap();
-        let second = StreamState::acquire(&open, &limits, 1).unwrap();
-        assert!(matches!(StreamState::acquire(&open, &limits, 2), Err(Error::TooManyStreams { stream: 2, limit: 2 })));
+        let first = StreamState::acquire(&slots, &limits, 0).unwrap();
+        let second = StreamState::acquire(&slots, &limits, 1).unwrap();
+        assert!(matches!(StreamState::acquire(&slots, &limits, 2), Err(Error::TooManyStreams { stream: 2, limit: 2 })));
         assert!(matches!(
             stream_reset_error(Code::TooManyStreams.into(), Some(&second)),
             Error::TooManyStreams { stream: 1, limit: 1 }
         ));
         drop((first, second));
-        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert_eq!(slots.open(), 0);
     }
 }

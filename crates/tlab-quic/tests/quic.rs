@@ -11,7 +11,8 @@ use tlab_core::{
     ClientConfig, Connection, ControlOp, Error, Limits, Message, MessageKind, MessageStream, Server, ServerConfig,
     StreamMode, StreamOpen, Transport, frame,
 };
-use tlab_quic::{Congestion, QuicTransport};
+use tlab_core::config::CongestionControl;
+use tlab_quic::QuicTransport;
 use tlab_testkit::{CountingService, bounded};
 
 const TOKEN: &str = "s3cret";
@@ -24,6 +25,10 @@ struct Fixture {
 
 impl Fixture {
     async fn start(limits: Limits) -> Self {
+        Self::start_with(limits, CongestionControl::default()).await
+    }
+
+    async fn start_with(limits: Limits, congestion: CongestionControl) -> Self {
         // Shows the server's warnings (refusals and their reasons) in the output of a failing test.
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("tlab_quic=debug").try_init();
         let identity = Arc::new(Identity::self_signed(&["localhost", "127.0.0.1"]).unwrap());
@@ -35,7 +40,7 @@ impl Fixture {
             token: TOKEN.into(),
             limits,
             service: service.clone(),
-            congestion: tlab_core::config::CongestionControl::default(),
+            congestion,
         };
         let server = QuicTransport::new().serve(config).await.unwrap();
         Self { server, pin, service }
@@ -347,14 +352,14 @@ async fn rebind_migrates_the_same_connection() {
 #[tokio::test]
 async fn every_congestion_controller_carries_traffic() {
     bounded(async {
-        let fx = Fixture::start(Limits::default()).await;
-        for congestion in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
-            let transport = QuicTransport::new().with_congestion(congestion);
-            assert_eq!(transport.congestion(), congestion);
-            let conn = transport.connect(fx.client_config(TOKEN, Limits::default())).await.unwrap();
+        for congestion in CongestionControl::ALL {
+            let fx = Fixture::start_with(Limits::default(), congestion).await;
+            let mut config = fx.client_config(TOKEN, Limits::default());
+            config.congestion = congestion;
+            let conn = QuicTransport::new().connect(config).await.unwrap();
             echo_round(&*conn, 0, 200, 4096).await;
+            fx.server.shutdown().await;
         }
-        fx.server.shutdown().await;
     })
     .await;
 }

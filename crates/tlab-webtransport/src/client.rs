@@ -12,11 +12,11 @@ use wtransport::endpoint::{ConnectOptions, endpoint_side};
 use wtransport::error::ConnectingError;
 use wtransport::tls::Sha256Digest;
 use wtransport::Endpoint;
+use tlab_quic_common::{PeerStreams, StreamSlots, open_header, transport_config};
 
-use crate::Congestion;
 use crate::datagram::{self, Demux};
 use crate::stream::Side;
-use crate::wire::{ALPN, CODE_CLOSED, DATAGRAMS_KEY, SessionGuard, code, connection_error, open_header, write_error};
+use crate::wire::{ALPN, CODE_CLOSED, DATAGRAMS_KEY, SessionGuard, code, connection_error, write_error};
 
 /// One WebTransport session and its streams (mode `wt-stream`) or datagram streams (mode `wt-datagram`).
 pub(crate) struct WtConnection {
@@ -25,26 +25,16 @@ pub(crate) struct WtConnection {
     limits: Limits,
     /// Present in datagram mode: the routes of the session's reader task.
     datagrams: Option<Arc<Demux>>,
-    /// One clone per open reliable stream (held by its receiving half), for the client-side stream limit.
-    live_streams: Arc<()>,
+    /// The open reliable streams (each slot held by its stream's receiving half), for the client-side stream limit.
+    slots: StreamSlots,
 }
 
 impl WtConnection {
-    pub(crate) async fn connect(config: ClientConfig, datagrams: bool, congestion: Congestion) -> Result<Self, Error> {
-        tlab_core::tls::crypto_provider();
+    pub(crate) async fn connect(config: ClientConfig, datagrams: bool) -> Result<Self, Error> {
         let (addr, path) = config.authority_and_path()?;
         let path = path.split('?').next().unwrap_or_default();
         let url = if datagrams { format!("https://{addr}{path}?{DATAGRAMS_KEY}=1") } else { format!("https://{addr}{path}") };
-        let local = SocketAddr::new(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) }, 0);
-        let builder = wtransport::ClientConfig::builder().with_bind_address(local);
-        let mut wt_config = match &config.pin {
-            // The browser's way: ECDSA P-256, validity at most 14 days, SHA-256 of the DER certificate.
-            CertPin::Sha256(hash) => builder.with_server_certificate_hashes([Sha256Digest::new(*hash)]).build(),
-            CertPin::AnyCertificate => builder.with_custom_tls(tlab_core::tls::client_config(&CertPin::AnyCertificate, &[ALPN])?).build(),
-        };
-        // The server opens no bidirectional streams in HTTP/3.
-        wt_config.quic_config_mut().transport_config(crate::wire::transport_config(congestion, 0));
-        let endpoint = Endpoint::client(wt_config)?;
+        let endpoint = Endpoint::client(endpoint_config(&config)?)?;
         let options = ConnectOptions::builder(&url).add_header("authorization", format!("Bearer {}", config.token)).build();
         let connection = tokio::time::timeout(config.connect_timeout, endpoint.connect(options))
             .await
@@ -61,8 +51,25 @@ impl WtConnection {
             tokio::spawn(datagram::read_loop(connection, demux.clone(), config.limits.max_message_size, unknown));
             demux
         });
-        Ok(Self { endpoint, session, limits: config.limits, datagrams, live_streams: Arc::new(()) })
+        Ok(Self { endpoint, session, limits: config.limits, datagrams, slots: StreamSlots::default() })
     }
+}
+
+/// The wtransport client configuration: the certificate pinned as `config.pin` says, bound to the unspecified
+/// address of the server's family, the shared QUIC transport settings with `config`'s congestion controller.
+pub(crate) fn endpoint_config(config: &ClientConfig) -> Result<wtransport::ClientConfig, Error> {
+    tlab_core::tls::crypto_provider();
+    let (addr, _path) = config.authority_and_path()?;
+    let local = SocketAddr::new(if addr.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) }, 0);
+    let builder = wtransport::ClientConfig::builder().with_bind_address(local);
+    let mut wt_config = match &config.pin {
+        // The browser's way: ECDSA P-256, validity at most 14 days, SHA-256 of the DER certificate.
+        CertPin::Sha256(hash) => builder.with_server_certificate_hashes([Sha256Digest::new(*hash)]).build(),
+        CertPin::AnyCertificate => builder.with_custom_tls(tlab_core::tls::client_config(&CertPin::AnyCertificate, &[ALPN])?).build(),
+    };
+    // The server opens no bidirectional streams in HTTP/3.
+    wt_config.quic_config_mut().transport_config(transport_config(config.congestion, PeerStreams::http3(0)));
+    Ok(wt_config)
 }
 
 /// Maps a failed session setup; our server refuses a session at a valid path only for its token.
@@ -93,12 +100,13 @@ impl Connection for WtConnection {
             self.limits.check_streams(open.stream, demux.len())?;
             return demux.open(open.stream, self.limits, self.session.clone());
         }
-        self.limits.check_streams(open.stream, Arc::strong_count(&self.live_streams) - 1)?;
+        let slot = self.slots.acquire(&self.limits, open.stream)?;
+        let header = open_header::encode(&open.to_query())?;
         let session = &self.session.0;
         let (mut send, recv) =
             session.open_bi().await.map_err(connection_error)?.await.map_err(|e| Error::Closed(format!("opening a stream: {e}")))?;
-        send.quic_stream_mut().write_chunk(open_header(&open)).await.map_err(write_error)?;
-        let side = Side::Client { live: self.live_streams.clone() };
+        send.quic_stream_mut().write_chunk(header).await.map_err(write_error)?;
+        let side = Side::Client { slot };
         Ok(crate::stream::message_stream(send, recv, open.stream, self.limits, self.session.clone(), side))
     }
 

@@ -20,39 +20,22 @@ mod wire;
 use async_trait::async_trait;
 use tlab_core::{Capabilities, ClientConfig, Connection, Error, Server, ServerConfig, Transport};
 
-/// The congestion controller of both ends' QUIC connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Congestion {
-    /// CUBIC (the default, like Linux TCP's default).
-    #[default]
-    Cubic,
-    /// NewReno.
-    NewReno,
-    /// BBR (quinn's experimental implementation).
-    Bbr,
-}
-
-/// The WebTransport transport in one of its two modes.
+/// The WebTransport transport in one of its two modes. Both ends run the congestion controller their config names
+/// ([`ServerConfig::congestion`], [`ClientConfig::congestion`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebTransport {
     datagrams: bool,
-    congestion: Congestion,
 }
 
 impl WebTransport {
     /// Mode `wt-stream`: each logical stream is one WebTransport bidirectional stream of one session.
     pub fn streams() -> Self {
-        Self { datagrams: false, congestion: Congestion::default() }
+        Self { datagrams: false }
     }
 
     /// Mode `wt-datagram`: every message is one datagram of one session (echo streams only).
     pub fn datagrams() -> Self {
-        Self { datagrams: true, congestion: Congestion::default() }
-    }
-
-    /// The same mode with another congestion controller (CUBIC by default).
-    pub fn with_congestion(self, congestion: Congestion) -> Self {
-        Self { congestion, ..self }
+        Self { datagrams: true }
     }
 }
 
@@ -83,10 +66,31 @@ impl Transport for WebTransport {
     }
 
     async fn serve(&self, config: ServerConfig) -> Result<Box<dyn Server>, Error> {
-        Ok(Box::new(server::WtServer::start(config, self.congestion)?))
+        Ok(Box::new(server::WtServer::start(config)?))
     }
 
     async fn connect(&self, config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
-        Ok(Box::new(client::WtConnection::connect(config, self.datagrams, self.congestion).await?))
+        Ok(Box::new(client::WtConnection::connect(config, self.datagrams).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tlab_quic_common::testing::assert_each_end_runs_its_own_controller;
+    use tlab_testkit::CountingService;
+
+    use crate::{client, server};
+
+    /// wtransport runs on quinn: its endpoint configurations carry quinn's, which are connected here directly.
+    #[tokio::test]
+    async fn both_ends_run_the_congestion_controller_of_their_config() {
+        let configs = |s: &_, c: &_| {
+            let (server, client) = (server::endpoint_config(s).unwrap(), client::endpoint_config(c).unwrap());
+            (server.quic_config().clone(), client.quic_config().clone())
+        };
+        assert_each_end_runs_its_own_controller(Arc::new(CountingService::default()), "https://127.0.0.1:1/tlab/wt", configs)
+            .await;
     }
 }

@@ -12,13 +12,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use wtransport::endpoint::endpoint_side;
 use wtransport::endpoint::IncomingSession;
 use wtransport::{Endpoint, RecvStream, SendStream};
+use tlab_quic_common::{PeerStreams, transport_config};
 
-use crate::Congestion;
 use crate::datagram::{self, Demux};
 use crate::stream::Side;
 use crate::wire::{
     ALPN, CODE_CLOSED, CODE_PROTOCOL, CODE_REFUSED, DATAGRAMS_KEY, PATH, SessionGuard, code, connection_error, query_value,
-    read_open, token_ok, transport_config,
+    read_open, token_ok,
 };
 
 /// A client must finish the QUIC handshake and its session request, and each stream its open header, within this.
@@ -35,12 +35,8 @@ pub(crate) struct WtServer {
 }
 
 impl WtServer {
-    pub(crate) fn start(config: ServerConfig, congestion: Congestion) -> Result<Self, Error> {
-        let tls = config.identity.server_config(&[ALPN])?;
-        let mut wt_config = wtransport::ServerConfig::builder().with_bind_address(config.listen).with_custom_tls(tls).build();
-        // +1: the session's CONNECT request is itself a client bidirectional stream.
-        wt_config.quic_config_mut().transport_config(transport_config(congestion, config.limits.max_streams.saturating_add(1)));
-        let endpoint = Arc::new(Endpoint::server(wt_config)?);
+    pub(crate) fn start(config: ServerConfig) -> Result<Self, Error> {
+        let endpoint = Arc::new(Endpoint::server(endpoint_config(&config)?)?);
         let addr = endpoint.local_addr()?;
         let host = match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -51,6 +47,17 @@ impl WtServer {
         let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::new(config)));
         Ok(Self { endpoint, addr, url, accept })
     }
+}
+
+/// The wtransport server configuration: our identity, the shared QUIC transport settings with `config`'s congestion
+/// controller.
+pub(crate) fn endpoint_config(config: &ServerConfig) -> Result<wtransport::ServerConfig, Error> {
+    let tls = config.identity.server_config(&[ALPN])?;
+    let mut wt_config = wtransport::ServerConfig::builder().with_bind_address(config.listen).with_custom_tls(tls).build();
+    // +1: the session's CONNECT request is itself a client bidirectional stream.
+    let peer = PeerStreams::http3(config.limits.max_streams.saturating_add(1));
+    wt_config.quic_config_mut().transport_config(transport_config(config.congestion, peer));
+    Ok(wt_config)
 }
 
 #[async_trait]

@@ -3,22 +3,24 @@
 //! (no copy into intermediate buffers beyond the frame encoding, no task in between).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
 use tlab_core::frame;
 use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId};
+use tlab_quic_common::StreamSlot;
 use wtransport::{RecvStream, SendStream};
 
 use crate::wire::{CODE_ABORTED, CODE_PROTOCOL, SessionGuard, code, read_error, write_error};
 
 /// Which end holds a stream.
 pub(crate) enum Side {
-    /// The client: a stream counts as open (one clone of `live`) until its receiving half is gone; a sending half
+    /// The client: a stream counts as open (holds its `slot`) until its receiving half is gone; a sending half
     /// dropped unfinished ends its direction gracefully (a receive-only stream may simply drop it).
     Client {
-        /// The connection's count of open streams.
-        live: Arc<()>,
+        /// The stream's place among the connection's open streams.
+        slot: StreamSlot,
     },
     /// The server: the service finishes what it ends normally, so a sending half dropped unfinished means the
     /// stream failed, and the client sees a reset rather than a graceful end.
@@ -34,19 +36,29 @@ pub(crate) fn message_stream(
     session: Arc<SessionGuard>,
     side: Side,
 ) -> MessageStream {
-    let (live, abort_unfinished) = match side {
-        Side::Client { live } => (Some(live), false),
+    let (slot, abort_unfinished) = match side {
+        Side::Client { slot } => (Some(slot), false),
         Side::Server => (None, true),
     };
+    let rejected = Arc::new(AtomicBool::new(false));
     MessageStream {
-        sink: Box::new(StreamSink { send, stream, limits, finished: false, abort_unfinished, _session: session.clone() }),
+        sink: Box::new(StreamSink {
+            send,
+            stream,
+            limits,
+            finished: false,
+            abort_unfinished,
+            rejected: rejected.clone(),
+            _session: session.clone(),
+        }),
         source: Box::new(StreamSource {
             recv,
             buf: BytesMut::new(),
             stream,
             max_payload: limits.max_message_size,
+            rejected,
             _session: session,
-            _live: live,
+            _slot: slot,
         }),
     }
 }
@@ -57,6 +69,8 @@ struct StreamSink {
     limits: Limits,
     finished: bool,
     abort_unfinished: bool,
+    /// Set by the source when it refused the peer's bytes: an unfinished drop then resets with [`CODE_PROTOCOL`].
+    rejected: Arc<AtomicBool>,
     _session: Arc<SessionGuard>,
 }
 
@@ -86,7 +100,8 @@ impl Drop for StreamSink {
     /// See [`Side`]; otherwise quinn finishes a dropped stream by itself.
     fn drop(&mut self) {
         if self.abort_unfinished && !self.finished {
-            let _ = self.send.reset(code(CODE_ABORTED));
+            let reason = if self.rejected.load(Ordering::Acquire) { CODE_PROTOCOL } else { CODE_ABORTED };
+            let _ = self.send.reset(code(reason));
         }
     }
 }
@@ -96,9 +111,11 @@ struct StreamSource {
     buf: BytesMut,
     stream: StreamId,
     max_payload: usize,
+    /// Shared with the sink; see [`StreamSink::rejected`].
+    rejected: Arc<AtomicBool>,
     _session: Arc<SessionGuard>,
     /// See [`Side::Client`].
-    _live: Option<Arc<()>>,
+    _slot: Option<StreamSlot>,
 }
 
 /// Upper bound of one read; quinn hands out what it has, usually one packet's worth.
@@ -115,6 +132,7 @@ impl MessageSource for StreamSource {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(stream = self.stream, error = %e, "closing WebTransport stream: bad frame");
+                    self.rejected.store(true, Ordering::Release);
                     let _ = self.recv.quic_stream_mut().stop(wtransport::quinn::VarInt::from_u32(CODE_PROTOCOL));
                     return Err(e);
                 }

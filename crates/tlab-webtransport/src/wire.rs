@@ -1,16 +1,11 @@
-//! What both ends agree on: the session path and query keys, the QUIC transport parameters, the application error
-//! codes, the per-stream open header, and the mapping of wtransport errors onto [`tlab_core::Error`].
+//! What both ends agree on: the session path and query keys, the application error codes, reading the per-stream
+//! open header ([`tlab_quic_common::open_header`]), and the mapping of wtransport errors onto [`tlab_core::Error`].
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use bytes::{BufMut, Bytes, BytesMut};
 use tlab_core::{Error, StreamOpen};
+use tlab_quic_common::open_header;
 use wtransport::VarInt;
 use wtransport::error::ConnectionError;
 use wtransport::quinn;
-
-use crate::Congestion;
 
 /// ALPN of HTTP/3, which carries WebTransport.
 pub(crate) const ALPN: &[u8] = b"h3";
@@ -30,43 +25,10 @@ pub(crate) const CODE_ABORTED: u32 = 0x51;
 /// Session close code of a graceful close (client `close`, last handle dropped, server shutdown).
 pub(crate) const CODE_CLOSED: u32 = 0;
 
-/// The largest open header (`u16` length prefix).
-const MAX_OPEN_LEN: usize = u16::MAX as usize;
-
-/// QUIC parameters shared by client and server: keep-alive so that a receive-only client still validates a new path
-/// after migration, a 10 s idle timeout, the chosen congestion controller, and at most `max_streams` peer streams
-/// (+1 on the server: the session's own CONNECT request is a client bidirectional stream).
-pub(crate) fn transport_config(congestion: Congestion, bidi_streams: u32) -> Arc<quinn::TransportConfig> {
-    let mut config = quinn::TransportConfig::default();
-    config
-        .keep_alive_interval(Some(Duration::from_secs(1)))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000))))
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(bidi_streams));
-    match congestion {
-        Congestion::Cubic => config.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default())),
-        Congestion::NewReno => config.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default())),
-        Congestion::Bbr => config.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
-    };
-    Arc::new(config)
-}
-
-/// The open header that starts every bidirectional stream: `u16` big-endian length, then the [`StreamOpen`] query.
-pub(crate) fn open_header(open: &StreamOpen) -> Bytes {
-    let query = open.to_query();
-    let mut out = BytesMut::with_capacity(2 + query.len());
-    out.put_u16(query.len() as u16);
-    out.put_slice(query.as_bytes());
-    out.freeze()
-}
-
 /// Reads the open header of a stream accepted by the server.
 pub(crate) async fn read_open(recv: &mut wtransport::RecvStream) -> Result<StreamOpen, Error> {
-    let mut len = [0u8; 2];
-    recv.read_exact(&mut len).await.map_err(|e| Error::Protocol(format!("stream open header: {e}")))?;
-    let mut query = vec![0u8; usize::from(u16::from_be_bytes(len)).min(MAX_OPEN_LEN)];
-    recv.read_exact(&mut query).await.map_err(|e| Error::Protocol(format!("stream open query: {e}")))?;
-    let query = std::str::from_utf8(&query).map_err(|_| Error::Protocol("stream open query is not UTF-8".into()))?;
-    StreamOpen::from_query(query)
+    let query = open_header::read(recv.quic_stream_mut()).await?;
+    StreamOpen::from_query(&query)
 }
 
 /// The value of `key` in a `a=1&b=2` query.
@@ -112,16 +74,23 @@ fn reason(code: quinn::VarInt) -> String {
     }
 }
 
+/// The error of a stream the peer reset or stopped with `code`: [`CODE_PROTOCOL`] is a refusal of what we sent, which
+/// no reconnect cures ([`Error::Protocol`]); any other code is [`Error::Closed`].
+fn stream_ended_error(code: quinn::VarInt, what: &str) -> Error {
+    let message = format!("stream {what} by peer ({})", reason(code));
+    if code.into_inner() == u64::from(CODE_PROTOCOL) { Error::Protocol(message) } else { Error::Closed(message) }
+}
+
 pub(crate) fn read_error(e: quinn::ReadError) -> Error {
     match e {
-        quinn::ReadError::Reset(c) => Error::Closed(format!("stream reset by peer ({})", reason(c))),
+        quinn::ReadError::Reset(c) => stream_ended_error(c, "reset"),
         other => Error::Closed(format!("stream read: {other}")),
     }
 }
 
 pub(crate) fn write_error(e: quinn::WriteError) -> Error {
     match e {
-        quinn::WriteError::Stopped(c) => Error::Closed(format!("stream stopped by peer ({})", reason(c))),
+        quinn::WriteError::Stopped(c) => stream_ended_error(c, "stopped"),
         other => Error::Closed(format!("stream write: {other}")),
     }
 }
@@ -140,11 +109,14 @@ mod tests {
     }
 
     #[test]
-    fn open_header_is_length_prefixed_query() {
-        let open = StreamOpen::echo(7);
-        let header = open_header(&open);
-        let query = open.to_query();
-        assert_eq!(&header[..2], &(query.len() as u16).to_be_bytes());
-        assert_eq!(&header[2..], query.as_bytes());
+    fn a_protocol_refusal_is_not_retryable_other_resets_are() {
+        let refused = read_error(quinn::ReadError::Reset(quinn::VarInt::from_u32(CODE_PROTOCOL)));
+        assert!(matches!(&refused, Error::Protocol(_)) && !refused.is_retryable(), "{refused:?}");
+        let stopped = write_error(quinn::WriteError::Stopped(quinn::VarInt::from_u32(CODE_PROTOCOL)));
+        assert!(matches!(&stopped, Error::Protocol(_)) && !stopped.is_retryable(), "{stopped:?}");
+        for other in [CODE_ABORTED, CODE_REFUSED, CODE_CLOSED] {
+            let error = read_error(quinn::ReadError::Reset(quinn::VarInt::from_u32(other)));
+            assert!(matches!(&error, Error::Closed(_)) && error.is_retryable(), "{other:#x}: {error:?}");
+        }
     }
 }

@@ -125,7 +125,7 @@ async fn oversize_frame_on_a_stream_resets_it_and_the_session_serves_others() {
     let mut big = conn.open_stream(StreamOpen::echo(0)).await.expect("open");
     big.sink.send(Message::data(0, 0, Bytes::from(vec![0u8; 5000]))).await.expect("the client's own limit is higher");
     let outcome = within("oversize", big.source.recv()).await;
-    assert!(matches!(outcome, Err(Error::Closed(_))), "expected the stream reset, got {outcome:?}");
+    assert!(matches!(outcome, Err(Error::Protocol(_))), "expected the stream reset as a refusal, got {outcome:?}");
     let mut other = conn.open_stream(StreamOpen::echo(1)).await.expect("open");
     echo(&mut other, 1, 0..50, 1000).await;
 }
