@@ -1,12 +1,14 @@
-//! `tlab run`, `tlab report`, `tlab merge`: suites through the emulator into a results directory and its report.
+//! `tlab run`, `tlab run --resume`, `tlab report`, `tlab merge`: suites through the emulator into a results
+//! directory and its report. SIGINT or SIGTERM stops a run after the current cell (a second one abandons the cell),
+//! marks the directory interrupted, writes its report and exits non-zero; `--resume` runs what is missing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use tlab_experiments::Suite;
-use tlab_experiments::runner::{RunOptions, TransportFactory, run_suite};
-use tlab_results::Manifest;
+use tlab_experiments::runner::{Interrupt, RunOptions, Stop, SuiteRun, TransportFactory, resume_suite, run_suite};
+use tlab_results::{Manifest, ManifestStatus};
 
 fn factory() -> TransportFactory {
     Arc::new(|name: &str| tlab_transports::by_name(name).ok())
@@ -37,23 +39,90 @@ pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bo
     });
     let cells = shard.map_or(suite.cells.len(), |(i, n)| suite.shard(i, n).len());
     eprintln!("suite {} ({}): {cells} runs → {}", suite.name, suite.file, out.display());
-    let options = RunOptions { out: out.clone(), shard, transports: factory() };
-    let records = run_suite(&suite, &options)?;
-    let failed = records.iter().filter(|r| r.status != tlab_results::RunStatus::Ok).count();
-    if calibrate {
+    let options = RunOptions { out: out.clone(), shard, transports: factory(), interrupt: catch_signals()? };
+    let finished = run_suite(&suite, &options)?;
+    finish(&suite, &out, &finished, calibrate)?;
+    Ok(out)
+}
+
+/// `tlab run --resume DIR`: runs the cells `dir` is missing with the seeds they were planned with. `suite` defaults
+/// to the manifest's `suite_file`; either way its SHA-256 must match the manifest's.
+pub fn resume(dir: &Path, suite: Option<&Path>, calibrate: bool) -> anyhow::Result<PathBuf> {
+    let manifest = tlab_report::read_manifest(dir)
+        .with_context(|| format!("{} cannot be resumed without its manifest (the planned cells are unknown)", dir.display()))?;
+    if manifest.status == ManifestStatus::Running
+        && let Some(pid) = manifest.parts.last().and_then(tlab_report::running_pid)
+    {
+        anyhow::bail!("{} is still being written by tlab run (pid {pid})", dir.display());
+    }
+    let suite_path = suite.map_or_else(|| PathBuf::from(&manifest.suite_file), Path::to_path_buf);
+    let suite = load_suite(&suite_path).with_context(|| format!("loading the suite of {} to resume it", dir.display()))?;
+    let done = tlab_report::read_runs(dir)?;
+    let missing = tlab_results::missing_cells(&manifest.cells, &done).len();
+    eprintln!("resuming {}: {missing} of {} cells missing ({})", dir.display(), manifest.cells.len(), suite.file);
+    let options = RunOptions { out: dir.to_path_buf(), shard: None, transports: factory(), interrupt: catch_signals()? };
+    let finished = resume_suite(&suite, &options, manifest, done)?;
+    finish(&suite, dir, &finished, calibrate)?;
+    Ok(dir.to_path_buf())
+}
+
+/// Reports a finished or interrupted run; an interrupted one is an error that says how to resume.
+fn finish(suite: &Suite, out: &Path, finished: &SuiteRun, calibrate: bool) -> anyhow::Result<()> {
+    let failed = finished.records.iter().filter(|r| r.status != tlab_results::RunStatus::Ok).count();
+    let complete = finished.manifest.status == ManifestStatus::Complete;
+    if complete && calibrate {
         eprintln!("calibrating the emulator (tlab netem selftest) …");
         let calibration = tlab_netem::selftest::run(suite.seed, |step| eprintln!("  {step}"))?;
         std::fs::write(out.join("calibration.json"), serde_json::to_string_pretty(&calibration)?)?;
     }
-    report(&out)?;
-    eprintln!("{} runs, {failed} failed or timed out; results in {}", records.len(), out.display());
-    Ok(out)
+    report(out)?;
+    eprintln!("{} runs, {failed} failed or timed out; results in {}", finished.records.len(), out.display());
+    anyhow::ensure!(
+        complete,
+        "interrupted: {} of {} cells ran; manifest.json lists the missing ones; resume with: tlab run --resume {}",
+        finished.manifest.completed_cells,
+        finished.manifest.planned_cells,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Turns SIGINT and SIGTERM into an [`Interrupt`]: the first stops after the current cell, the second abandons it,
+/// a third exits at once. Needs the tokio runtime (a `spawn_blocking` thread has it).
+fn catch_signals() -> anyhow::Result<Arc<Interrupt>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Handle::try_current().context("catching signals needs the tokio runtime")?;
+    let _entered = runtime.enter();
+    let (mut int, mut term) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
+    let interrupt = Arc::new(Interrupt::default());
+    let raised = interrupt.clone();
+    runtime.spawn(async move {
+        for _ in 0..3 {
+            let name = tokio::select! {
+                Some(()) = int.recv() => "SIGINT",
+                Some(()) = term.recv() => "SIGTERM",
+                else => return,
+            };
+            if raised.state() == Stop::Now {
+                eprintln!("\n{name} again: exiting without writing the report");
+                std::process::exit(130);
+            }
+            match raised.raise() {
+                Stop::AfterCell => eprintln!("\n{name}: stopping after the current cell (send it again to abandon the cell)"),
+                _ => eprintln!("\n{name}: abandoning the current cell"),
+            }
+        }
+    });
+    Ok(interrupt)
 }
 
 /// (Re)writes summary.csv, plots and reports of a results directory from its raw files.
 pub fn report(dir: &Path) -> anyhow::Result<()> {
     let written = tlab_report::write(dir).with_context(|| format!("writing the report of {}", dir.display()))?;
     eprintln!("report: {} and {} ({} plots)", written.markdown.display(), written.html.display(), written.plots.len());
+    if let Some(headline) = written.completeness.headline(&dir.display().to_string()) {
+        eprintln!("{headline}");
+    }
     Ok(())
 }
 
@@ -61,7 +130,7 @@ pub fn report(dir: &Path) -> anyhow::Result<()> {
 pub fn merge(out: &Path, parts: &[PathBuf]) -> anyhow::Result<()> {
     anyhow::ensure!(!parts.is_empty(), "nothing to merge");
     let mut manifest: Option<Manifest> = None;
-    let mut runs = String::new();
+    let mut records = Vec::new();
     for dir in parts {
         let part = tlab_report::read_manifest(dir)?;
         match &mut manifest {
@@ -78,16 +147,22 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> anyhow::Result<()> {
                     eprintln!("warning: {} was produced by commit {:?}, others by {:?}", dir.display(), part.git_commit, m.git_commit);
                 }
                 m.parts.extend(part.parts);
+                m.cells.extend(part.cells);
             }
         }
         // Validate every line before copying it.
-        for record in tlab_report::read_runs(dir)? {
-            runs.push_str(&serde_json::to_string(&record)?);
-            runs.push('\n');
-        }
+        records.extend(tlab_report::read_runs(dir)?);
+    }
+    let mut manifest = manifest.expect("at least one part");
+    // Merged parts that were interrupted or killed leave the merged directory interrupted.
+    manifest.account(&records, ManifestStatus::Interrupted);
+    let mut runs = String::new();
+    for record in &records {
+        runs.push_str(&serde_json::to_string(record)?);
+        runs.push('\n');
     }
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest.expect("at least one part"))?)?;
+    std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     std::fs::write(out.join("runs.jsonl"), runs)?;
     report(out)
 }

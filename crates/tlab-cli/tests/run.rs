@@ -61,6 +61,7 @@ fn a_small_suite_runs_shards_and_merges_into_a_report() {
     assert_eq!(manifest["suite_text"], SUITE);
     assert_eq!(manifest["profiles"][0]["name"], "lossy-2");
     assert_eq!(manifest["emulator_backend"], "tun");
+    assert_eq!((&manifest["status"], &manifest["planned_cells"], &manifest["completed_cells"]), (&"complete".into(), &8.into(), &8.into()));
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert!(summary.starts_with("experiment,params,transport,profile,metric,mean,ci95,n,failed"));
     assert!(summary.lines().any(|l| l.contains(",quic,lossy-2,p99_us,") && l.ends_with(",2,0")), "{summary}");
@@ -89,6 +90,7 @@ fn a_small_suite_runs_shards_and_merges_into_a_report() {
     assert_eq!(seeds, whole, "the shards ran exactly the cells of the whole suite");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(merged.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["parts"].as_array().unwrap().len(), 2);
+    assert_eq!((&manifest["status"], &manifest["planned_cells"]), (&"complete".into(), &8.into()), "the shards' cells make the whole plan");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,6 +1,9 @@
 //! Runs a suite's cells, each with a fresh emulated link: the server on a runtime inside the server namespace, the
 //! client workload on a runtime inside the client namespace, a per-cell timeout, and every run appended to
-//! `runs.jsonl` as soon as it ends (a killed suite loses nothing that finished).
+//! `runs.jsonl` as soon as it ends (a killed suite loses nothing that finished). `manifest.json` is written before
+//! the first cell (status `running`, the planned cells) and replaced atomically after every cell; an [`Interrupt`]
+//! stops the suite between cells or abandons the current one, leaving status `interrupted`; [`resume_suite`] runs
+//! the cells a directory is missing.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig, Transport};
 use tlab_netem::RunningLink;
 use tlab_netem::emulator::{CLIENT_ALT_ADDR, SERVER_ADDR};
-use tlab_results::{Manifest, ManifestPart, ProfileRecord, RunRecord, RunStatus};
+use tlab_results::{CellId, Manifest, ManifestPart, ManifestStatus, ProfileRecord, RunRecord, RunStatus};
 
 use crate::suite::{Cell, Suite};
 use crate::workload::{self, Context};
@@ -36,6 +39,32 @@ pub enum RunError {
     /// The TLS identity for the servers could not be made.
     #[error("TLS identity: {0}")]
     Identity(#[from] tlab_core::Error),
+    /// `--resume` with a suite file that is not the one the directory was started with.
+    #[error(
+        "{file} has SHA-256 {found}, but the results directory was started with a suite file of SHA-256 {expected}: \
+         resuming would mix two suites (restore the original file, or start a new run)"
+    )]
+    SuiteChanged {
+        /// The suite file given.
+        file: String,
+        /// The manifest's `suite_sha256`.
+        expected: String,
+        /// The file's SHA-256 now.
+        found: String,
+    },
+    /// `--resume` where a profile's text differs from the one the directory was started with.
+    #[error("profile {name} has SHA-256 {found} now, but the results directory ran it with SHA-256 {expected}")]
+    ProfileChanged {
+        /// The profile.
+        name: String,
+        /// SHA-256 in the manifest.
+        expected: String,
+        /// SHA-256 now.
+        found: String,
+    },
+    /// `--resume` where a planned cell of the manifest is not a cell of the suite (e.g. its seed derivation changed).
+    #[error("the manifest plans {0}, which the suite no longer has")]
+    UnknownCell(String),
 }
 
 /// Which cells run and where results go.
@@ -46,27 +75,167 @@ pub struct RunOptions {
     pub shard: Option<(u32, u32)>,
     /// Makes transports by name.
     pub transports: TransportFactory,
+    /// Raised (by a signal handler) to stop early.
+    pub interrupt: Arc<Interrupt>,
 }
 
-/// Runs the suite's cells (or one shard of them) and writes `manifest.json` and `runs.jsonl`; returns the records.
-pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, RunError> {
-    let write_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RunError::Write { path, source }
-    };
+/// How far a request to stop has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep going.
+    No,
+    /// Stop after the current cell.
+    AfterCell,
+    /// Abandon the current cell now (it is not recorded and stays missing).
+    Now,
+}
+
+/// A request to stop a suite early, shared between the runner and whoever catches signals.
+pub struct Interrupt {
+    stop: tokio::sync::watch::Sender<Stop>,
+}
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Self { stop: tokio::sync::watch::Sender::new(Stop::No) }
+    }
+}
+
+impl Interrupt {
+    /// Escalates: the first call stops after the current cell, the second abandons it. Returns the new state.
+    pub fn raise(&self) -> Stop {
+        self.stop.send_modify(|stop| *stop = if *stop == Stop::No { Stop::AfterCell } else { Stop::Now });
+        *self.stop.borrow()
+    }
+
+    /// How far the request to stop has gone.
+    pub fn state(&self) -> Stop {
+        *self.stop.borrow()
+    }
+
+    /// Completes once the current cell is to be abandoned.
+    async fn abandoned(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|s| *s == Stop::Now).await;
+    }
+}
+
+/// What a suite run left in its directory.
+pub struct SuiteRun {
+    /// Every run in `runs.jsonl` (on resume, the earlier ones too).
+    pub records: Vec<RunRecord>,
+    /// The manifest as written last: status `complete`, or `interrupted` with the missing cells.
+    pub manifest: Manifest,
+}
+
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + use<> {
+    let path = path.to_owned();
+    move |source| RunError::Write { path, source }
+}
+
+/// The identity a cell's run record will carry.
+pub fn cell_id(cell: &Cell) -> CellId {
+    CellId {
+        experiment: cell.spec.kind().to_string(),
+        params: cell.spec.params(),
+        transport: cell.transport.clone(),
+        profile: cell.profile.clone(),
+        repetition: cell.repetition,
+        seed: cell.seed,
+    }
+}
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Runs the suite's cells (or one shard of them) into a new `runs.jsonl` and `manifest.json`.
+pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<SuiteRun, RunError> {
     std::fs::create_dir_all(&options.out).map_err(write_err(&options.out))?;
     let cells = match options.shard {
         Some((i, n)) => suite.shard(i, n),
         None => suite.cells.clone(),
     };
-    let identity = Arc::new(Identity::self_signed(&["localhost", &SERVER_ADDR.to_string()])?);
     let runs_path = options.out.join("runs.jsonl");
-    let mut runs_file = std::fs::File::create(&runs_path).map_err(write_err(&runs_path))?;
+    let runs_file = std::fs::File::create(&runs_path).map_err(write_err(&runs_path))?;
+    let mut manifest = manifest(suite, this_part(options.shard.map_or("all".into(), |(i, n)| format!("{i}/{n}"))));
+    manifest.cells = cells.iter().map(cell_id).collect();
+    run_cells(suite, &cells, options, manifest, runs_file, Vec::new())
+}
+
+/// Runs the cells of `manifest` that `done` (the directory's `runs.jsonl`) lacks, with their planned seeds,
+/// appending to `runs.jsonl`. Refuses a suite or profile whose text differs from the manifest's.
+pub fn resume_suite(suite: &Suite, options: &RunOptions, mut manifest: Manifest, done: Vec<RunRecord>) -> Result<SuiteRun, RunError> {
+    let found = sha256(&suite.text);
+    if found != manifest.suite_sha256 {
+        return Err(RunError::SuiteChanged { file: suite.file.clone(), expected: manifest.suite_sha256, found });
+    }
+    for recorded in &manifest.profiles {
+        let found = suite.profiles.get(&recorded.name).map_or_else(|| "none (not in the suite)".into(), |p| sha256(&p.source));
+        if found != recorded.sha256 {
+            return Err(RunError::ProfileChanged { name: recorded.name.clone(), expected: recorded.sha256.clone(), found });
+        }
+    }
+    let mut cells = Vec::new();
+    for i in tlab_results::missing_cells(&manifest.cells, &done) {
+        let id = &manifest.cells[i];
+        let cell = suite.cells.iter().find(|c| &cell_id(c) == id).ok_or_else(|| {
+            RunError::UnknownCell(format!("{} {} {} rep {} seed {}", id.experiment, id.transport, id.profile, id.repetition, id.seed))
+        })?;
+        cells.push(cell.clone());
+    }
+    let runs_path = options.out.join("runs.jsonl");
+    let runs_file = open_for_append(&runs_path).map_err(write_err(&runs_path))?;
+    let shard = manifest.parts.first().map_or_else(|| "all".into(), |p| p.shard.clone());
+    manifest.parts.push(this_part(shard));
+    run_cells(suite, &cells, options, manifest, runs_file, done)
+}
+
+/// Opens `runs.jsonl` for appending, first cutting off a last line a killed run left without its newline.
+fn open_for_append(path: &Path) -> std::io::Result<std::fs::File> {
+    let text = std::fs::read(path)?;
+    let file = std::fs::OpenOptions::new().append(true).open(path)?;
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        file.set_len(keep as u64)?;
+    }
+    Ok(file)
+}
+
+/// This process's part of the manifest.
+fn this_part(shard: String) -> ManifestPart {
+    ManifestPart { shard, host: read_trimmed("/proc/sys/kernel/hostname"), started_utc: utc_now(), runs: 0, pid: Some(std::process::id()) }
+}
+
+/// Replaces `manifest.json` atomically (a temporary file renamed over it), so a kill never leaves half a manifest.
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), RunError> {
+    let path = dir.join("manifest.json");
+    let temporary = dir.join("manifest.json.tmp");
+    std::fs::write(&temporary, serde_json::to_string_pretty(manifest).expect("manifest serializes")).map_err(write_err(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(write_err(&path))
+}
+
+/// Runs `cells`, appending each run to `runs_file` and accounting for it in `manifest` (whose last part is this
+/// process); `records` are the runs already in the file.
+fn run_cells(
+    suite: &Suite,
+    cells: &[Cell],
+    options: &RunOptions,
+    mut manifest: Manifest,
+    mut runs_file: std::fs::File,
+    mut records: Vec<RunRecord>,
+) -> Result<SuiteRun, RunError> {
+    let runs_path = options.out.join("runs.jsonl");
+    manifest.account(&records, ManifestStatus::Running);
+    // Running even with nothing missing (resuming a complete directory): this process holds the directory.
+    manifest.status = ManifestStatus::Running;
+    write_manifest(&options.out, &manifest)?;
+    let identity = Arc::new(Identity::self_signed(&["localhost", &SERVER_ADDR.to_string()])?);
     let started = Instant::now();
-    let started_utc = utc_now();
-    let mut records = Vec::with_capacity(cells.len());
-    let mut link_info = LinkInfo { congestion_control: "unknown".into(), backend: "unknown".into() };
     for (done, cell) in cells.iter().enumerate() {
+        if options.interrupt.state() != Stop::No {
+            break;
+        }
         let eta = if done == 0 { String::from("?") } else { format_secs(started.elapsed().as_secs_f64() / done as f64 * (cells.len() - done) as f64) };
         eprint!(
             "[{}/{}] eta {eta}  {} {} {} rep {} … ",
@@ -77,9 +246,13 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, 
             cell.profile,
             cell.repetition
         );
-        let (record, info) = run_cell(suite, cell, &identity, &options.transports);
+        let Some((record, info)) = run_cell(suite, cell, &identity, options) else {
+            eprintln!("abandoned");
+            break;
+        };
         if let Some(info) = info {
-            link_info = info;
+            manifest.emulator_backend = info.backend;
+            manifest.congestion_control = info.congestion_control;
         }
         match &record.error {
             None => eprintln!("ok ({:.1} s)", record.duration_s),
@@ -88,21 +261,15 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<Vec<RunRecord>, 
         let line = serde_json::to_string(&record).expect("record serializes");
         writeln!(runs_file, "{line}").and_then(|_| runs_file.flush()).map_err(write_err(&runs_path))?;
         records.push(record);
+        manifest.parts.last_mut().expect("this process's part").runs += 1;
+        manifest.account(&records, ManifestStatus::Running);
+        write_manifest(&options.out, &manifest)?;
     }
-    let manifest = manifest(suite, &link_info, ManifestPart {
-        shard: options.shard.map_or("all".into(), |(i, n)| format!("{i}/{n}")),
-        host: read_trimmed("/proc/sys/kernel/hostname"),
-        started_utc,
-        runs: records.len(),
-    });
-    let manifest_path = options.out.join("manifest.json");
-    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).expect("manifest serializes"))
-        .map_err(write_err(&manifest_path))?;
-    Ok(records)
+    manifest.account(&records, ManifestStatus::Interrupted);
+    write_manifest(&options.out, &manifest)?;
+    Ok(SuiteRun { records, manifest })
 }
 
-/// Runs one cell; never fails: errors and timeouts become the record's status. Also returns the link's TCP
-/// congestion control.
 /// What the manifest records about the links that ran.
 #[derive(Clone)]
 struct LinkInfo {
@@ -110,24 +277,12 @@ struct LinkInfo {
     backend: String,
 }
 
-fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, transports: &TransportFactory) -> (RunRecord, Option<LinkInfo>) {
+/// Runs one cell; never fails: errors and timeouts become the record's status. Also returns what the link ran
+/// with. `None` when the cell was abandoned.
+fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOptions) -> Option<(RunRecord, Option<LinkInfo>)> {
     let started = Instant::now();
-    let mut record = RunRecord {
-        suite: suite.name.clone(),
-        experiment: cell.spec.kind().to_string(),
-        params: cell.spec.params(),
-        transport: cell.transport.clone(),
-        profile: cell.profile.clone(),
-        repetition: cell.repetition,
-        seed: cell.seed,
-        status: RunStatus::Ok,
-        error: None,
-        duration_s: 0.0,
-        metrics: Default::default(),
-        histograms: Default::default(),
-        series: Default::default(),
-    };
-    let result = execute(suite, cell, identity, transports);
+    let mut record = RunRecord::new(suite.name.clone(), cell_id(cell));
+    let result = execute(suite, cell, identity, options);
     let info = result.as_ref().ok().map(|(_, info)| info.clone());
     match result {
         Ok((outcome, _)) => {
@@ -147,22 +302,20 @@ fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, transports: &T
             record.status = RunStatus::Failed;
             record.error = Some(e);
         }
+        Err(CellError::Abandoned) => return None,
     }
     record.duration_s = started.elapsed().as_secs_f64();
-    (record, info)
+    Some((record, info))
 }
 
 enum CellError {
     Timeout,
     Failed(String),
+    Abandoned,
 }
 
-fn execute(
-    suite: &Suite,
-    cell: &Cell,
-    identity: &Arc<Identity>,
-    transports: &TransportFactory,
-) -> Result<(workload::Outcome, LinkInfo), CellError> {
+fn execute(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOptions) -> Result<(workload::Outcome, LinkInfo), CellError> {
+    let transports = &options.transports;
     let failed = |what: &str, e: &dyn std::fmt::Display| CellError::Failed(format!("{what}: {e}"));
     let make = || transports(&cell.transport).ok_or_else(|| CellError::Failed(format!("unknown transport {}", cell.transport)));
     let profile = suite.profiles[&cell.profile].clone();
@@ -180,6 +333,8 @@ fn execute(
         limits: Limits::default(),
         service: Arc::new(EchoService::default()),
         congestion: tlab_core::config::CongestionControl::default(),
+        deadlines: tlab_core::Deadlines::default(),
+        max_connections_per_ip: None,
     };
     let server_ns = link.server().clone();
     let server_thread = std::thread::spawn(move || {
@@ -224,14 +379,18 @@ fn execute(
     let spec = cell.spec.clone();
     let timeout = suite.cell_timeout;
     let client_ns = link.client().clone();
+    let interrupt = options.interrupt.clone();
     let client_thread = std::thread::spawn(move || -> Result<workload::Outcome, CellError> {
         client_ns.enter().map_err(|e| CellError::Failed(e.to_string()))?;
         let runtime = runtime().map_err(CellError::Failed)?;
         runtime.block_on(async move {
-            match tokio::time::timeout(timeout, workload::run(&spec, &ctx)).await {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(e)) => Err(CellError::Failed(e.to_string())),
-                Err(_) => Err(CellError::Timeout),
+            tokio::select! {
+                result = tokio::time::timeout(timeout, workload::run(&spec, &ctx)) => match result {
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Err(e)) => Err(CellError::Failed(e.to_string())),
+                    Err(_) => Err(CellError::Timeout),
+                },
+                () = interrupt.abandoned() => Err(CellError::Abandoned),
             }
         })
     });
@@ -247,8 +406,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
 }
 
-fn manifest(suite: &Suite, link: &LinkInfo, part: ManifestPart) -> Manifest {
-    let sha256 = |text: &str| hex::encode(Sha256::digest(text.as_bytes()));
+/// A manifest for `suite` with no cells yet; the link fields are filled in as cells run.
+fn manifest(suite: &Suite, part: ManifestPart) -> Manifest {
     let git = |args: &[&str]| {
         std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
@@ -272,9 +431,14 @@ fn manifest(suite: &Suite, link: &LinkInfo, part: ManifestPart) -> Manifest {
             .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
             .unwrap_or_else(|| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        emulator_backend: link.backend.clone(),
-        congestion_control: link.congestion_control.clone(),
+        emulator_backend: "unknown".into(),
+        congestion_control: "unknown".into(),
         parts: vec![part],
+        status: ManifestStatus::Running,
+        planned_cells: 0,
+        cells: Vec::new(),
+        completed_cells: 0,
+        missing_cells: Vec::new(),
     }
 }
 
@@ -313,6 +477,33 @@ mod tests {
         let now = utc_now();
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T", "{now}");
+    }
+
+    #[test]
+    fn interrupts_escalate_and_wake_the_current_cell() {
+        let interrupt = Arc::new(Interrupt::default());
+        assert_eq!(interrupt.state(), Stop::No);
+        let waiter = {
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(interrupt.abandoned()))
+        };
+        assert_eq!(interrupt.raise(), Stop::AfterCell);
+        assert!(!waiter.is_finished(), "the first signal lets the current cell finish");
+        assert_eq!(interrupt.raise(), Stop::Now);
+        waiter.join().unwrap();
+        assert_eq!(interrupt.raise(), Stop::Now);
+    }
+
+    #[test]
+    fn appending_cuts_off_a_line_a_kill_left_unfinished() {
+        let path = std::env::temp_dir().join(format!("tlab-runner-append-{}.jsonl", std::process::id()));
+        for (before, after) in [("{\"a\":1}\n{\"b\"", "{\"a\":1}\n"), ("{\"a\"", ""), ("{\"a\":1}\n", "{\"a\":1}\n"), ("", "")] {
+            std::fs::write(&path, before).unwrap();
+            let mut file = open_for_append(&path).unwrap();
+            writeln!(file, "{{\"c\":3}}").unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{after}{{\"c\":3}}\n"), "{before:?}");
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use tlab_results::{LatencyHistogram, Manifest, RunRecord, RunStatus, SummaryRow};
 
+use crate::completeness::Completeness;
 use crate::document::{Block, Document};
 use crate::svg::{BarChart, LineChart, Series};
 
@@ -105,18 +106,33 @@ fn merged_histograms<'a>(runs: impl Iterator<Item = &'a RunRecord>, name: &str) 
 }
 
 /// The whole report.
-pub fn document(manifest: &Manifest, runs: &[RunRecord], rows: &[SummaryRow], calibration: Option<&serde_json::Value>) -> Document {
+pub fn document(
+    dir: &str,
+    manifest: Option<&Manifest>,
+    completeness: &Completeness,
+    runs: &[RunRecord],
+    rows: &[SummaryRow],
+    calibration: Option<&serde_json::Value>,
+) -> Document {
     let summary = Summary { rows };
     let mut doc = Document::default();
-    doc.push(Block::Heading(1, format!("transport-lab report: {}", manifest.suite)));
+    let suite = manifest.map_or_else(|| runs.first().map_or("unknown", |r| r.suite.as_str()), |m| m.suite.as_str());
+    doc.push(Block::Heading(1, format!("transport-lab report: {suite}")));
+    if let Some(headline) = completeness.headline(dir) {
+        doc.push(Block::Paragraph(format!("**{headline}**")));
+    }
     let failed = runs.iter().filter(|r| r.status != RunStatus::Ok).count();
-    doc.push(Block::List(vec![
-        format!("tlab {} · commit {}{}", manifest.tlab_version, manifest.git_commit.as_deref().unwrap_or("unknown"), if manifest.git_dirty == Some(true) { " (dirty)" } else { "" }),
-        format!("suite `{}` (SHA-256 {}), seed {}", manifest.suite_file, &manifest.suite_sha256[..16.min(manifest.suite_sha256.len())], manifest.seed),
-        format!("{} runs, {failed} failed or timed out", runs.len()),
-        format!("{} · {} × {} · emulator {} · TCP congestion control {}", manifest.kernel, manifest.cores, manifest.cpu_model, manifest.emulator_backend, manifest.congestion_control),
-        format!("profiles: {}", manifest.profiles.iter().map(|p| format!("{} ({})", p.name, &p.sha256[..12.min(p.sha256.len())])).collect::<Vec<_>>().join(", ")),
-    ]));
+    let runs_line = format!("{} runs, {failed} failed or timed out", runs.len());
+    doc.push(Block::List(match manifest {
+        Some(manifest) => vec![
+            format!("tlab {} · commit {}{}", manifest.tlab_version, manifest.git_commit.as_deref().unwrap_or("unknown"), if manifest.git_dirty == Some(true) { " (dirty)" } else { "" }),
+            format!("suite `{}` (SHA-256 {}), seed {}", manifest.suite_file, &manifest.suite_sha256[..16.min(manifest.suite_sha256.len())], manifest.seed),
+            runs_line,
+            format!("{} · {} × {} · emulator {} · TCP congestion control {}", manifest.kernel, manifest.cores, manifest.cpu_model, manifest.emulator_backend, manifest.congestion_control),
+            format!("profiles: {}", manifest.profiles.iter().map(|p| format!("{} ({})", p.name, &p.sha256[..12.min(p.sha256.len())])).collect::<Vec<_>>().join(", ")),
+        ],
+        None => vec![runs_line, "no manifest.json: tlab version, suite file, machine and profiles are unknown".to_string()],
+    }));
     doc.push(Block::Heading(2, "Definitions".into()));
     doc.push(Block::List(definitions()));
 
@@ -149,7 +165,7 @@ pub fn document(manifest: &Manifest, runs: &[RunRecord], rows: &[SummaryRow], ca
         figures_for(experiment, &of_kind, &summary, &mut doc);
     }
 
-    if manifest.suite == "seed-article" {
+    if suite == "seed-article" {
         doc.push(Block::Heading(2, "The seed article's claims, re-measured".into()));
         doc.push(Block::Table(vec!["claim".into(), "our measurement".into()], seed_article_claims(&summary)));
     }

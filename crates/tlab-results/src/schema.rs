@@ -54,11 +54,78 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// A run of `cell` in `suite` with status ok and nothing measured yet.
+    pub fn new(suite: String, cell: CellId) -> Self {
+        let CellId { experiment, params, transport, profile, repetition, seed } = cell;
+        Self {
+            suite,
+            experiment,
+            params,
+            transport,
+            profile,
+            repetition,
+            seed,
+            status: RunStatus::Ok,
+            error: None,
+            duration_s: 0.0,
+            metrics: BTreeMap::new(),
+            histograms: BTreeMap::new(),
+            series: BTreeMap::new(),
+        }
+    }
+
     /// The cell this run belongs to: everything but the repetition and seed.
     pub fn cell_key(&self) -> (String, String, String, String) {
         let params = serde_json::to_string(&self.params).expect("params serialize");
         (self.experiment.clone(), params, self.transport.clone(), self.profile.clone())
     }
+
+    /// The planned cell this run is: its identity including repetition and seed.
+    pub fn cell_id(&self) -> CellId {
+        CellId {
+            experiment: self.experiment.clone(),
+            params: self.params.clone(),
+            transport: self.transport.clone(),
+            profile: self.profile.clone(),
+            repetition: self.repetition,
+            seed: self.seed,
+        }
+    }
+}
+
+/// The identity of one planned cell of a suite's matrix (one repetition: one line of `runs.jsonl` once it ran).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellId {
+    /// Experiment kind.
+    pub experiment: String,
+    /// Experiment parameters.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Transport mode.
+    pub transport: String,
+    /// Link profile name.
+    pub profile: String,
+    /// Repetition index, from 0.
+    pub repetition: u32,
+    /// The seed it runs with (derived from the suite seed and the rest of the identity).
+    pub seed: u64,
+}
+
+/// The positions in `planned` of the cells no run in `runs` accounts for. Each run accounts for one planned cell
+/// with its identity, so a cell planned twice needs two runs and a run recorded twice counts once.
+pub fn missing_cells(planned: &[CellId], runs: &[RunRecord]) -> Vec<usize> {
+    let mut ran: Vec<CellId> = runs.iter().map(RunRecord::cell_id).collect();
+    planned
+        .iter()
+        .enumerate()
+        .filter(|(_, cell)| match ran.iter().position(|r| r == *cell) {
+            Some(i) => {
+                ran.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// One row of `summary.csv`: one metric of one cell, over its successful repetitions.
@@ -147,6 +214,21 @@ pub struct ManifestPart {
     pub started_utc: String,
     /// Runs it produced.
     pub runs: usize,
+    /// Process id of the `tlab run` (with `host`, tells a run in progress from a killed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// Whether a results directory holds every planned cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManifestStatus {
+    /// A `tlab run` is writing the directory, or was killed while it did (see [`ManifestPart::pid`]).
+    Running,
+    /// The run was stopped by a signal; `missing_cells` lists what did not run (`tlab run --resume` runs it).
+    Interrupted,
+    /// Every planned cell ran.
+    Complete,
 }
 
 /// `manifest.json`: everything needed to cite and reproduce a results directory.
@@ -180,8 +262,39 @@ pub struct Manifest {
     pub emulator_backend: String,
     /// TCP congestion control in the namespaces (QUIC uses the same algorithm where the transport allows).
     pub congestion_control: String,
-    /// The runs that produced this directory (several after `tlab merge`).
+    /// The runs that produced this directory (several after `tlab merge` or `tlab run --resume`).
     pub parts: Vec<ManifestPart>,
+    /// Whether every planned cell ran (manifests older than this field were written only when complete).
+    #[serde(default = "complete")]
+    pub status: ManifestStatus,
+    /// How many cells were planned (`cells.len()`).
+    #[serde(default)]
+    pub planned_cells: usize,
+    /// The planned cells, in run order.
+    #[serde(default)]
+    pub cells: Vec<CellId>,
+    /// How many planned cells have a run in `runs.jsonl` (updated as each one ends).
+    #[serde(default)]
+    pub completed_cells: usize,
+    /// The planned cells that have not run (empty when complete).
+    #[serde(default)]
+    pub missing_cells: Vec<CellId>,
+}
+
+fn complete() -> ManifestStatus {
+    ManifestStatus::Complete
+}
+
+impl Manifest {
+    /// Sets `completed_cells`, `missing_cells` and `status` from the runs recorded so far; `status` becomes
+    /// `Complete` when nothing is missing and `unfinished` otherwise.
+    pub fn account(&mut self, runs: &[RunRecord], unfinished: ManifestStatus) {
+        let missing = missing_cells(&self.cells, runs);
+        self.planned_cells = self.cells.len();
+        self.completed_cells = self.cells.len() - missing.len();
+        self.missing_cells = missing.into_iter().map(|i| self.cells[i].clone()).collect();
+        self.status = if self.missing_cells.is_empty() { ManifestStatus::Complete } else { unfinished };
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +330,38 @@ mod tests {
         assert_eq!(back.status, RunStatus::Failed);
         assert_eq!(back.histograms["latency"].len(), 1);
         assert!(line.contains("\"status\":\"failed\""));
+    }
+
+    #[test]
+    fn missing_cells_pairs_each_run_with_one_planned_cell() {
+        let runs = vec![record("ws", 0, 1.0, RunStatus::Ok), record("ws", 2, 1.0, RunStatus::Failed), record("ws", 2, 1.0, RunStatus::Ok)];
+        let mut planned: Vec<CellId> = (0..4).map(|rep| record("ws", rep, 0.0, RunStatus::Ok).cell_id()).collect();
+        assert_eq!(missing_cells(&planned, &runs), [1, 3], "a failed run ran; a duplicate run counts once");
+        planned.push(planned[0].clone());
+        assert_eq!(missing_cells(&planned, &runs), [1, 3, 4], "a cell planned twice needs two runs");
+        let mut other_seed = runs[0].clone();
+        other_seed.seed += 1;
+        assert_eq!(missing_cells(&planned[..1], &[other_seed]), [0], "a run with another seed is another cell");
+    }
+
+    #[test]
+    fn manifest_accounting_and_old_manifests() {
+        let old = r#"{"tlab_version":"0.1.0","git_commit":null,"git_dirty":null,"suite":"s","suite_file":"s.toml",
+            "suite_sha256":"ab","suite_text":"","profiles":[],"seed":1,"kernel":"Linux","cpu_model":"x","cores":2,
+            "emulator_backend":"tun","congestion_control":"cubic","parts":[{"shard":"all","host":"h","started_utc":"t","runs":1}]}"#;
+        let mut manifest: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(manifest.status, ManifestStatus::Complete, "manifests before the status field were written at the end");
+        assert_eq!(manifest.parts[0].pid, None);
+        manifest.cells = (0..3).map(|rep| record("ws", rep, 0.0, RunStatus::Ok).cell_id()).collect();
+        let runs = [record("ws", 1, 1.0, RunStatus::Ok)];
+        manifest.account(&runs, ManifestStatus::Interrupted);
+        assert_eq!((manifest.status, manifest.planned_cells, manifest.completed_cells), (ManifestStatus::Interrupted, 3, 1));
+        assert_eq!(manifest.missing_cells.iter().map(|c| c.repetition).collect::<Vec<_>>(), [0, 2]);
+        let json = serde_json::to_string(&manifest).unwrap();
+        assert!(json.contains("\"status\":\"interrupted\""), "{json}");
+        let all: Vec<RunRecord> = (0..3).map(|rep| record("ws", rep, 1.0, RunStatus::Ok)).collect();
+        manifest.account(&all, ManifestStatus::Running);
+        assert_eq!((manifest.status, manifest.completed_cells, manifest.missing_cells.len()), (ManifestStatus::Complete, 3, 0));
     }
 
     #[test]
