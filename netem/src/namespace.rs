@@ -1,12 +1,15 @@
 //! Network namespaces owned by this process. A namespace is created on a short-lived thread with
-//! `unshare(CLONE_NEWNET)` and kept alive only by an open file descriptor: it has no name under /var/run/netns, so
-//! when the process exits (even killed) the kernel destroys it and everything in it — nothing leaks.
+//! `unshare(CLONE_NEWNET)` and kept alive by an open file descriptor: it has no name under /var/run/netns, so when
+//! the process exits (even killed) the kernel destroys it and everything in it — unless a process still runs inside.
+//! A child started with [`NetNs::spawn`] is killed by the kernel when the thread that started it ends, so it cannot
+//! keep the namespace alive after a SIGKILL of its parent; its own descendants can (`tlab netem cleanup` finds them).
 //!
 //! A namespace is per thread: code runs "inside" by running on a thread that called `setns`, and any socket, TUN
 //! device, child process or tokio runtime created there belongs to it.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,41 @@ impl NetNs {
     /// A path naming this namespace for commands such as `ip link set DEV netns PATH` (valid while `self` lives).
     pub fn path(&self) -> String {
         format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
+    }
+
+    /// The namespace's inode number, as `/proc/PID/ns/net` of every process inside shows it (`net:[ID]`).
+    pub fn id(&self) -> Result<u64, IoError> {
+        let stat = nix::sys::stat::fstat(&self.fd).map_err(|e| IoError::os("fstat of a namespace", e))?;
+        Ok(stat.st_ino)
+    }
+
+    /// Starts `command` inside this namespace as a child that the kernel kills (SIGKILL) when the calling thread
+    /// ends — however the process ends, SIGKILL included. Call it from a thread that outlives the child (one that
+    /// waits for it). The child is forked from the calling thread and enters the namespace before `exec`.
+    // The one `unsafe` here: `pre_exec` runs between fork and exec, where only async-signal-safe calls are allowed;
+    // the closure makes three plain syscalls and allocates nothing.
+    #[allow(unsafe_code)]
+    pub fn spawn(&self, command: &mut Command) -> std::io::Result<Child> {
+        let fd = self.fd.as_raw_fd();
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: prctl, getppid and setns are async-signal-safe syscalls; `fd` stays open in the parent (and so in
+        // the forked child) for as long as `self` lives, which covers this call.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died between fork and prctl: no signal will come, so do not start at all.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        command.spawn()
     }
 
     /// Moves the calling thread into this namespace (for the rest of the thread's life).
@@ -169,6 +207,17 @@ mod tests {
         assert!(in_b.contains("lo:") && in_b.contains("UP"), "{in_b}");
         let host = String::from_utf8_lossy(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).to_string();
         assert!(!host.contains("tlabtest0"), "the device leaked into the host namespace");
+    }
+
+    #[test]
+    fn spawned_children_run_inside_and_see_the_same_namespace_id() {
+        let ns = NetNs::new("child").unwrap();
+        let output = ns.spawn(Command::new("readlink").arg("/proc/self/ns/net").stdout(std::process::Stdio::piped())).unwrap();
+        let output = output.wait_with_output().unwrap();
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("net:[{}]", ns.id().unwrap()));
+        let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+        assert_ne!(host.to_string_lossy(), format!("net:[{}]", ns.id().unwrap()));
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! `tlab netem …`: put any command behind the link emulator, show profiles, calibrate, clean up.
+//!
+//! `tlab netem run` starts its children with `NetNs::spawn`, so the kernel kills them when the run dies, and keeps a
+//! record of the run ([`leftovers`]) that `tlab netem cleanup` uses to end whatever their descendants left running.
+
+mod leftovers;
 
 use std::process::{Child, Command};
 use std::sync::mpsc;
@@ -59,7 +64,7 @@ pub enum NetemCommand {
         #[arg(long, env = "TLAB_SEED", default_value_t = 1)]
         seed: u64,
     },
-    /// Remove what a killed run could leave behind.
+    /// End what killed `tlab netem run`s left running (found by the marker in their children's environment).
     Cleanup,
 }
 
@@ -89,12 +94,7 @@ pub fn run(command: NetemCommand) -> anyhow::Result<()> {
         }
         NetemCommand::Selftest { json, seed } => selftest(json, seed),
         NetemCommand::Bench { json, seconds, probes, seed } => bench(json, Duration::from_secs_f64(seconds), probes, seed),
-        NetemCommand::Cleanup => {
-            // Our namespaces are unnamed and owned by the process: the kernel removes them, their TUN devices and
-            // routes when the process dies, however it dies. Nothing persistent is ever created.
-            println!("nothing to clean: tlab's namespaces and TUN devices are unnamed and vanish with their process");
-            Ok(())
-        }
+        NetemCommand::Cleanup => cleanup(),
     }
 }
 
@@ -117,13 +117,35 @@ fn signals() -> anyhow::Result<mpsc::Receiver<&'static str>> {
     Ok(rx)
 }
 
-/// Starts `line` (split on whitespace) in a namespace.
-fn spawn_in(ns: &tlab_netem::namespace::NetNs, line: &[String]) -> anyhow::Result<Child> {
+/// Starts `line` in a namespace as a child that dies with this thread, and records its PID.
+fn spawn_in(ns: &tlab_netem::namespace::NetNs, line: &[String], record: &mut leftovers::RunRecord) -> anyhow::Result<Child> {
     let (program, args) = line.split_first().context("empty command")?;
-    let child = ns
-        .run(|| Command::new(program).args(args).env("TLAB_SERVER_ADDR", SERVER_ADDR.to_string()).spawn())?
-        .with_context(|| format!("starting `{}`", line.join(" ")))?;
+    let mut command = Command::new(program);
+    command.args(args).env("TLAB_SERVER_ADDR", SERVER_ADDR.to_string()).env(leftovers::MARKER_VAR, record.marker());
+    let child = ns.spawn(&mut command).with_context(|| format!("starting `{}`", line.join(" ")))?;
+    record.add_child(child.id())?;
     Ok(child)
+}
+
+/// `tlab netem cleanup`: ends the leftovers of killed runs and says what it did.
+fn cleanup() -> anyhow::Result<()> {
+    let done = leftovers::cleanup(Duration::from_secs(2))?;
+    for (owner, path) in &done.running {
+        println!("left alone: run {owner} is still running ({})", path.display());
+    }
+    for (pid, command, owner) in &done.ended {
+        println!("ended PID {pid} (`{command}`), left by killed run {owner}");
+    }
+    if done.ended.is_empty() {
+        println!("nothing left: no process of a killed `tlab netem run` is running ({} stale records removed)", done.stale);
+    } else {
+        println!(
+            "ended {} processes of {} killed runs; their namespaces and TUN devices are freed with them",
+            done.ended.len(),
+            done.stale
+        );
+    }
+    Ok(())
 }
 
 fn run_behind_link(spec: &str, server: Option<&str>, seed: u64, backend: Backend, command: &[String]) -> anyhow::Result<()> {
@@ -135,17 +157,18 @@ fn run_behind_link(spec: &str, server: Option<&str>, seed: u64, backend: Backend
         link.backend(),
         link.congestion_control()
     );
+    let mut record = leftovers::RunRecord::create(vec![link.client().id()?, link.server().id()?])?;
     let grace = Duration::from_secs(2);
     let mut server_child = match server {
         Some(line) => {
             let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-            let child = spawn_in(link.server(), &words)?;
+            let child = spawn_in(link.server(), &words, &mut record)?;
             std::thread::sleep(Duration::from_millis(300));
             Some(child)
         }
         None => None,
     };
-    let mut client = spawn_in(link.client(), command)?;
+    let mut client = spawn_in(link.client(), command, &mut record)?;
     // Wait for the client or a signal, whichever comes first.
     let outcome = loop {
         if let Some(status) = client.try_wait().context("waiting for the client command")? {
