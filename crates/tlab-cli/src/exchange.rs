@@ -35,6 +35,9 @@ pub struct Plan {
     pub pattern: Pattern,
     /// Run over the session layer (heartbeat, reconnect, resume).
     pub resilient: bool,
+    /// On a transport without reliable delivery (datagrams), a stream ends after this long without a message:
+    /// nothing signals the end of a datagram flow, and lost datagrams never come.
+    pub quiet: std::time::Duration,
 }
 
 /// Per-message accounting of one stream's received seqs.
@@ -124,9 +127,12 @@ pub struct Report {
     pub delivery: Delivery,
     /// Round-trip (echo) or one-way (source) latency; absent for sink.
     pub latency: Option<Percentiles>,
-    /// Wall time of the exchange in seconds.
+    /// Delivered over expected messages (1 for every reliable transport that finished).
+    pub delivery_ratio: f64,
+    /// Duration of the data phase in seconds: from the first stream open to the last message received (connecting
+    /// before and a datagram stream's quiet timeout after are not included).
     pub elapsed_s: f64,
-    /// Payload goodput in Mbit/s (delivered payload bytes over elapsed time).
+    /// Payload goodput in Mbit/s (delivered payload bytes over the data phase).
     pub goodput_mbit_s: f64,
     /// Connections re-established by the session layer.
     pub reconnects: u64,
@@ -135,6 +141,8 @@ pub struct Report {
 struct StreamOutcome {
     received: Vec<u64>,
     latencies_ns: Vec<u64>,
+    /// CLOCK_MONOTONIC of the last message received (0 if none).
+    last_received_ns: u64,
 }
 
 /// Runs `plan` against the server at `config.url`.
@@ -144,7 +152,6 @@ pub async fn run(transport: Arc<dyn Transport>, config: ClientConfig, plan: Plan
         Pattern::Source => StreamMode::Source { count: plan.messages, size: plan.size, interval_us: 0 },
         Pattern::Sink => StreamMode::Sink,
     };
-    let started = monotonic_ns();
     let mut streams = Vec::new();
     // The session layer is itself a connection: one code path opens the streams either way.
     let session = match plan.resilient {
@@ -155,22 +162,28 @@ pub async fn run(transport: Arc<dyn Transport>, config: ClientConfig, plan: Plan
         Some(s) => Box::new(s.clone()),
         None => transport.connect(config).await.context("connect")?,
     };
+    let started = monotonic_ns();
     for id in 0..plan.streams {
         let open = StreamOpen { stream: id, mode, resume: None };
         streams.push((id, conn.open_stream(open).await.with_context(|| format!("open stream {id}"))?));
     }
-    let tasks: Vec<_> = streams.into_iter().map(|(id, stream)| tokio::spawn(run_stream(id, stream, plan))).collect();
+    let quiet = (!transport.capabilities().reliable).then_some(plan.quiet);
+    let tasks: Vec<_> =
+        streams.into_iter().map(|(id, stream)| tokio::spawn(run_stream(id, stream, plan, quiet))).collect();
+    let mut last_received_ns = started;
     let mut delivery = Delivery::default();
     let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits");
     for task in tasks {
         let outcome = task.await.context("stream task")??;
+        last_received_ns = last_received_ns.max(outcome.last_received_ns);
         let expected = if plan.pattern == Pattern::Sink { 1 } else { plan.messages };
         delivery.add(Delivery::of(&outcome.received, expected));
         for ns in outcome.latencies_ns {
             histogram.record((ns / 1000).max(1)).expect("auto-resizing histogram");
         }
     }
-    let elapsed_s = (monotonic_ns() - started) as f64 / 1e9;
+    let elapsed_s = (last_received_ns - started) as f64 / 1e9;
+    let expected = if plan.pattern == Pattern::Sink { 1 } else { plan.messages } * u64::from(plan.streams);
     let payload_bytes = if plan.pattern == Pattern::Sink { plan.messages * plan.streams as u64 } else { delivery.delivered }
         * plan.size as u64;
     Ok(Report {
@@ -181,15 +194,21 @@ pub async fn run(transport: Arc<dyn Transport>, config: ClientConfig, plan: Plan
         size: plan.size,
         delivery,
         latency: Percentiles::of(&histogram),
+        delivery_ratio: if expected == 0 { 1.0 } else { delivery.delivered as f64 / expected as f64 },
         elapsed_s,
-        goodput_mbit_s: payload_bytes as f64 * 8.0 / elapsed_s / 1e6,
+        goodput_mbit_s: if elapsed_s > 0.0 { payload_bytes as f64 * 8.0 / elapsed_s / 1e6 } else { 0.0 },
         reconnects: session.map_or(0, |s| s.reconnects()),
     })
 }
 
-async fn run_stream(id: StreamId, stream: MessageStream, plan: Plan) -> anyhow::Result<StreamOutcome> {
+async fn run_stream(
+    id: StreamId,
+    stream: MessageStream,
+    plan: Plan,
+    quiet: Option<std::time::Duration>,
+) -> anyhow::Result<StreamOutcome> {
     let MessageStream { mut sink, mut source } = stream;
-    let mut outcome = StreamOutcome { received: Vec::new(), latencies_ns: Vec::new() };
+    let mut outcome = StreamOutcome { received: Vec::new(), latencies_ns: Vec::new(), last_received_ns: 0 };
     let (sender, mut source_sink) = if plan.pattern == Pattern::Source {
         (None, Some(sink))
     } else {
@@ -210,7 +229,15 @@ async fn run_stream(id: StreamId, stream: MessageStream, plan: Plan) -> anyhow::
             // for it); a plain server may have closed the stream already, so a failure here is harmless.
             let _ = sink.finish().await;
         }
-        let Some(msg) = source.recv().await.with_context(|| format!("stream {id}: recv"))? else { break };
+        let next = match quiet {
+            Some(quiet) => match tokio::time::timeout(quiet, source.recv()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => source.recv().await,
+        };
+        let Some(msg) = next.with_context(|| format!("stream {id}: recv"))? else { break };
+        outcome.last_received_ns = monotonic_ns();
         outcome.received.push(msg.seq);
         if plan.pattern != Pattern::Sink {
             outcome.latencies_ns.push(monotonic_ns().saturating_sub(msg.sent_at));

@@ -47,6 +47,15 @@ pub enum Error {
     /// The peer or the network closed the connection.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The server no longer has the session a stream tried to resume (it restarted or forgot it): what was in
+    /// flight cannot be recovered, so reconnecting cannot help.
+    #[error("session lost: the server no longer has session {session:x} (stream {stream})")]
+    SessionLost {
+        /// The session id.
+        session: u64,
+        /// The stream that tried to resume.
+        stream: StreamId,
+    },
     /// No sign of life from the peer within the configured dead-peer time.
     #[error("peer silent for {0:?}: presumed dead")]
     PeerDead(std::time::Duration),

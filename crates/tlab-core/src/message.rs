@@ -31,6 +31,9 @@ pub enum ControlOp {
     Ping = 3,
     /// Heartbeat answer carrying the ping's nonce.
     Pong = 4,
+    /// Sent by the server instead of `Resume` when a stream reopens (`reopen=1`) for a session it does not know
+    /// (restarted, or the resume window passed); the server then ends the stream. `seq` is 0.
+    UnknownSession = 5,
 }
 
 impl ControlOp {
@@ -41,6 +44,7 @@ impl ControlOp {
             2 => Some(Self::Ack),
             3 => Some(Self::Ping),
             4 => Some(Self::Pong),
+            5 => Some(Self::UnknownSession),
             _ => None,
         }
     }
@@ -98,7 +102,7 @@ mod tests {
 
     #[test]
     fn control_round_trips_its_operation() {
-        for op in [ControlOp::Resume, ControlOp::Ack, ControlOp::Ping, ControlOp::Pong] {
+        for op in [ControlOp::Resume, ControlOp::Ack, ControlOp::Ping, ControlOp::Pong, ControlOp::UnknownSession] {
             let msg = Message::control(7, op, 42);
             assert_eq!(msg.control_op(), Some(op));
             assert_eq!(msg.seq, 42);

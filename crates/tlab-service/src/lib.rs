@@ -54,16 +54,21 @@ impl EchoService {
         Self { config, resumable: Mutex::default() }
     }
 
-    /// The resume state of (`session`, `stream`), new if unknown; forgets detached state older than the window.
-    fn entry(&self, session: u64, stream: StreamId) -> Arc<ResumableStream> {
+    /// The resume state of (`session`, `stream`), new if unknown and this is the stream's first open, `None` if
+    /// unknown and a reopen; forgets detached state older than the window.
+    fn entry(&self, resume: ResumeFrom, stream: StreamId) -> Option<Arc<ResumableStream>> {
+        let session = resume.session;
         let mut table = self.resumable.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.config.resume_window;
         table.retain(|_, s| {
             lock(&s.session).is_attached() || s.touched.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < window
         });
+        if resume.reopen && !table.contains_key(&(session, stream)) {
+            return None;
+        }
         let timing = Timing { dead_after: self.config.idle_timeout, ..Timing::default() };
         let now = Instant::now();
-        table
+        let entry = table
             .entry((session, stream))
             .or_insert_with(|| {
                 Arc::new(ResumableStream {
@@ -72,7 +77,8 @@ impl EchoService {
                     touched: Mutex::new(now),
                 })
             })
-            .clone()
+            .clone();
+        Some(entry)
     }
 
     async fn serve_plain(&self, open: StreamOpen, stream: MessageStream) {
@@ -115,7 +121,15 @@ impl EchoService {
     }
 
     async fn serve_resumable(&self, open: StreamOpen, resume: ResumeFrom, stream: MessageStream) {
-        let entry = self.entry(resume.session, open.stream);
+        let Some(entry) = self.entry(resume, open.stream) else {
+            tracing::info!(stream = open.stream, session = format!("{:x}", resume.session), "reopen of an unknown session refused");
+            let MessageStream { mut sink, .. } = stream;
+            let refusal = Message::control(open.stream, ControlOp::UnknownSession, 0);
+            if let Err(e) = async { sink.send(refusal).await?; sink.finish().await }.await {
+                tracing::debug!(stream = open.stream, error = %e, "refusal not delivered");
+            }
+            return;
+        };
         let generation = lock(&entry.session).attach(Instant::now(), Some(resume.next_expected));
         let mut app = ResumableApp::new(open, &entry);
         let outcome = driver::drive(&entry.session, generation, stream, &mut app).await;

@@ -33,6 +33,8 @@ pub struct SessionConfig {
     pub backoff_max: Duration,
     /// Stop reconnecting (and fail the stream) after this long without progress (data delivered or acknowledged).
     pub give_up_after: Duration,
+    /// Stop reconnecting (and fail the stream) after this many attempts without progress.
+    pub max_attempts: u32,
     /// Seed of the backoff jitter.
     pub seed: u64,
 }
@@ -45,6 +47,7 @@ impl Default for SessionConfig {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
             give_up_after: Duration::from_secs(30),
+            max_attempts: 64,
             seed: 0,
         }
     }
@@ -110,18 +113,24 @@ impl Inner {
         &self,
         stream: StreamId,
         mode: StreamMode,
-        next_expected: u64,
+        resume: ResumeFrom,
         attempt: &mut u32,
         since_progress: Instant,
     ) -> Result<(u64, MessageStream), Error> {
-        let open = StreamOpen { stream, mode, resume: Some(ResumeFrom { session: self.id, next_expected }) };
+        let open = StreamOpen { stream, mode, resume: Some(resume) };
         let mut broken = None;
         loop {
             if *attempt > 0 {
-                if since_progress.elapsed() >= self.config.give_up_after {
+                let budget_spent =
+                    since_progress.elapsed() >= self.config.give_up_after || *attempt > self.config.max_attempts;
+                if budget_spent {
                     return Err(Error::Timeout(format!(
-                        "session {:x} stream {stream}: no progress for {:?} over {attempt} reconnect attempts",
-                        self.id, self.config.give_up_after
+                        "session {:x} stream {stream}: gave up reconnecting after {attempt} attempts in {:.1?} \
+                         without progress (budget: {} attempts, {:?})",
+                        self.id,
+                        since_progress.elapsed(),
+                        self.config.max_attempts,
+                        self.config.give_up_after
                     )));
                 }
                 tokio::time::sleep(self.backoff(*attempt - 1)).await;
@@ -182,8 +191,11 @@ impl ResilientSession {
 impl Connection for ResilientSession {
     async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
         let mut attempt = 0;
-        let (connection, first) = self.inner.open(open.stream, open.mode, 0, &mut attempt, Instant::now()).await?;
-        let session = Arc::new(Mutex::new(Session::new(Role::Client, open.stream, self.inner.config.timing())));
+        let first_open = ResumeFrom { session: self.inner.id, next_expected: 0, reopen: false };
+        let (connection, first) =
+            self.inner.open(open.stream, open.mode, first_open, &mut attempt, Instant::now()).await?;
+        let machine = Session::new(Role::Client, open.stream, self.inner.config.timing()).with_session_id(self.inner.id);
+        let session = Arc::new(Mutex::new(machine));
         let (to_task, from_user) = mpsc::channel(1024);
         let (to_user, from_task) = mpsc::channel(1024);
         let bridge = UserBridge { from_user, to_user, pending: VecDeque::new(), user_finished: false };
@@ -348,9 +360,8 @@ impl StreamTask {
                     tracing::debug!(stream = self.open.stream, error = %e, attempt, "connection lost, resuming");
                     // Mark this connection broken so that the first stream to notice replaces it.
                     let _ = self.inner.connection(Some(connection)).await;
-                    let next_expected = self.progress().0;
-                    match self.inner.open(self.open.stream, self.open.mode, next_expected, &mut attempt, since_progress).await
-                    {
+                    let resume = ResumeFrom { session: self.inner.id, next_expected: self.progress().0, reopen: true };
+                    match self.inner.open(self.open.stream, self.open.mode, resume, &mut attempt, since_progress).await {
                         Ok((c, s)) => {
                             connection = c;
                             current = s;

@@ -12,7 +12,8 @@
 //! next seq it expects); the server's first message is `Resume(n)` (the next seq the server expects); each side then
 //! retransmits what the other lacks, acknowledges every [`crate::reliable::ACK_EVERY`] messages, and the client sends
 //! `Ping` + `Ack` every heartbeat interval, which the server answers with `Pong` + `Ack`. A side that has finished
-//! its direction sends nothing more on it, not even acknowledgements.
+//! its direction sends nothing more on it, not even acknowledgements. A server that does not know the session of a
+//! reopened stream answers `UnknownSession` instead of `Resume`, and the client fails with [`Error::SessionLost`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -98,6 +99,8 @@ struct Attachment {
 #[derive(Debug)]
 pub struct Session {
     role: Role,
+    /// The client session id (0 where unknown); named in a [`Error::SessionLost`].
+    session_id: u64,
     stream: StreamId,
     timing: Timing,
     reliable: ReliableState,
@@ -120,6 +123,7 @@ impl Session {
     pub fn new(role: Role, stream: StreamId, timing: Timing) -> Self {
         Self {
             role,
+            session_id: 0,
             stream,
             timing,
             reliable: ReliableState::new(),
@@ -135,6 +139,12 @@ impl Session {
             failed: false,
             events: VecDeque::new(),
         }
+    }
+
+    /// Names the client session this stream belongs to (used in errors).
+    pub fn with_session_id(mut self, session_id: u64) -> Self {
+        self.session_id = session_id;
+        self
     }
 
     /// Which end this is.
@@ -264,6 +274,8 @@ impl Session {
             if msg.control_op() == Some(ControlOp::Resume) {
                 attachment.awaiting_resume = false;
                 self.resume_from(msg.seq);
+            } else if msg.control_op() == Some(ControlOp::UnknownSession) {
+                self.fail(Error::SessionLost { session: self.session_id, stream: self.stream });
             } else {
                 self.fail(Error::Protocol(format!("expected Resume first, got {:?} seq {}", msg.kind, msg.seq)));
             }
@@ -286,8 +298,8 @@ impl Session {
                 self.ack_due = true;
             }
             (_, Some(ControlOp::Pong)) => {}
-            (_, Some(ControlOp::Resume)) => {
-                self.fail(Error::Protocol("Resume in the middle of a stream".into()));
+            (_, Some(op @ (ControlOp::Resume | ControlOp::UnknownSession))) => {
+                self.fail(Error::Protocol(format!("{op:?} in the middle of a stream")));
             }
             (_, None) => self.fail(Error::Protocol("control message without a known op".into())),
         }
@@ -439,6 +451,19 @@ mod tests {
         client.handle_message(t0, Message::control(0, ControlOp::Ping, 9));
         client.handle_timeout(t0 + Duration::from_secs(1));
         assert!(drain(&mut client).is_empty());
+    }
+
+    #[test]
+    fn unknown_session_fails_the_client_with_session_lost() {
+        let t0 = Instant::now();
+        let mut client = Session::new(Role::Client, 4, Timing::default()).with_session_id(0xabc);
+        client.attach(t0, None);
+        client.handle_message(t0, Message::control(4, ControlOp::UnknownSession, 0));
+        match client.poll_event() {
+            Some(Event::Failed(Error::SessionLost { session: 0xabc, stream: 4 })) => {}
+            other => panic!("expected SessionLost, got {other:?}"),
+        }
+        assert!(client.is_closed());
     }
 
     #[test]
