@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::message::{MAX_STREAM_ID, StreamId};
+pub use crate::server::Deadlines;
 use crate::tls::{CertPin, Identity};
 use crate::transport::StreamService;
 
@@ -103,6 +104,11 @@ pub struct ServerConfig {
     pub service: Arc<dyn StreamService>,
     /// The congestion controller of the connections the server accepts (QUIC transports; TCP ignores it).
     pub congestion: CongestionControl,
+    /// How long a connection may take for its handshake and first request, and stay idle.
+    pub deadlines: Deadlines,
+    /// Most connections open at once from one client IP address (`None` = unlimited, the default); the next one
+    /// gets the mode's documented refusal.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// Everything a transport needs to connect.
@@ -179,6 +185,9 @@ pub struct ResumeFrom {
     pub session: u64,
     /// The next data seq the client expects from the server (everything below arrived).
     pub next_expected: u64,
+    /// The stream was open before on another connection: a server that has no state for the session must refuse
+    /// (it was restarted or forgot the session) instead of starting afresh. Query key `reopen=1`.
+    pub reopen: bool,
 }
 
 /// The request that opens one logical stream.
@@ -198,7 +207,7 @@ impl StreamOpen {
         Self { stream, mode: StreamMode::Echo, resume: None }
     }
 
-    /// The URL query form used by every HTTP-based transport: `stream=3&mode=echo[&session=…&next=…]`.
+    /// The URL query form used by every HTTP-based transport: `stream=3&mode=echo[&session=…&next=…[&reopen=1]]`.
     pub fn to_query(&self) -> String {
         let mut q = format!("stream={}", self.stream);
         match self.mode {
@@ -210,6 +219,9 @@ impl StreamOpen {
         }
         if let Some(r) = self.resume {
             q.push_str(&format!("&session={:x}&next={}", r.session, r.next_expected));
+            if r.reopen {
+                q.push_str("&reopen=1");
+            }
         }
         q
     }
@@ -246,6 +258,7 @@ impl StreamOpen {
                 session: u64::from_str_radix(s, 16)
                     .map_err(|_| Error::Protocol(format!("stream open: session `{s}` is not hex")))?,
                 next_expected: number("next", Some(0))?,
+                reopen: number("reopen", Some(0))? == 1,
             }),
             None => None,
         };
@@ -261,7 +274,7 @@ mod tests {
     fn query_round_trips() {
         let cases = [
             StreamOpen::echo(0),
-            StreamOpen { stream: 7, mode: StreamMode::Sink, resume: Some(ResumeFrom { session: 0xabc, next_expected: 9 }) },
+            StreamOpen { stream: 7, mode: StreamMode::Sink, resume: Some(ResumeFrom { session: 0xabc, next_expected: 9, reopen: true }) },
             StreamOpen { stream: 2, mode: StreamMode::Source { count: 10, size: 64, interval_us: 500 }, resume: None },
         ];
         for open in cases {

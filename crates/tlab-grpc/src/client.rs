@@ -367,6 +367,8 @@ mod tests {
             limits: Limits::default(),
             service: Arc::new(EchoService::default()),
             congestion: tlab_core::config::CongestionControl::default(),
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         let server = crate::GrpcTransport::new().serve(config).await.unwrap();
         let addr = server.local_addr();

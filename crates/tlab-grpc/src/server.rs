@@ -1,4 +1,5 @@
-//! The server: tonic over our own TLS accept loop, each RPC handed to [`ServerConfig::service`] on its own task.
+//! The server: tonic over our own TLS accept loop ([`tlab_core::server`]'s, with its deadlines and per-IP cap), each
+//! RPC handed to [`tlab_core::ServerConfig::service`] on its own task.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tlab_core::server::{Accepted, Busy, ConnectionClock, IpPermit, PerIpConnections, Watched, accept_tcp, within};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,8 +35,8 @@ use crate::wire::{
     status_for, to_frame, to_message,
 };
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The trailing metadata of a call refused because its connection is over `--max-connections-per-ip`.
+const MAX_CONNECTIONS_METADATA: &str = "tlab-max-connections-per-ip";
 /// How long [`tlab_core::Server::shutdown`] waits for tonic to wind down after the connections were cut.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,11 +51,24 @@ pub(crate) async fn serve(config: tlab_core::ServerConfig) -> Result<Box<dyn tla
 
     let (conn_tx, conn_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (kill_tx, kill_rx) = watch::channel(());
-    let accept = tokio::spawn(accept_loop(listener, acceptor, conn_tx, kill_rx));
+    let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+    let max_per_ip = config.max_connections_per_ip.unwrap_or(u32::MAX);
+    let accept = tokio::spawn(accept_tcp(listener, config.deadlines, per_ip, "grpc", move |accepted| {
+        handshake(accepted, acceptor.clone(), conn_tx.clone(), kill_rx.clone())
+    }));
 
     let handler = Handler { service: config.service, limits: config.limits };
     let rpc = TransportServer::new(handler).max_decoding_message_size(config.limits.max_message_size + FRAME_OVERHEAD);
     let authorize = move |req: Request<()>| {
+        if let Some(conn) = req.extensions().get::<ConnInfo>() {
+            if conn.over_cap {
+                let mut metadata = MetadataMap::new();
+                metadata.insert(MAX_CONNECTIONS_METADATA, max_per_ip.into());
+                let reason = "too many connections from this address";
+                return Err(Status::with_metadata(Code::ResourceExhausted, reason, metadata));
+            }
+            conn.clock.request_seen();
+        }
         if req.metadata().get("authorization") == Some(&expected_auth) {
             Ok(req)
         } else {
@@ -74,40 +89,26 @@ pub(crate) async fn serve(config: tlab_core::ServerConfig) -> Result<Box<dyn tla
     Ok(Box::new(GrpcServer { local_addr, accept, serve, stop: Some(stop_tx), kill: Some(kill_tx) }))
 }
 
-/// Accepts TCP, runs each TLS handshake on its own task and hands finished connections to tonic.
-async fn accept_loop(
-    listener: TcpListener,
+/// Runs one accepted connection's TLS handshake (on the accept loop's task set) and hands the finished connection to
+/// tonic, which serves it on a task of its own.
+async fn handshake(
+    accepted: Accepted,
     acceptor: TlsAcceptor,
     conns: mpsc::Sender<io::Result<ConnIo>>,
-    kill: watch::Receiver<()>,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "TCP_NODELAY failed");
-        }
-        let (acceptor, conns, mut kill) = (acceptor.clone(), conns.clone(), kill.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let info = ConnInfo { peer, open_streams: Arc::default() };
-                    let killed = Box::pin(async move {
-                        let _ = kill.changed().await;
-                    });
-                    let _ = conns.send(Ok(ConnIo { tls, info, killed })).await;
-                }
-                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
+    mut kill: watch::Receiver<()>,
+) -> Result<(), Error> {
+    let Accepted { tcp, peer, permit, clock } = accepted;
+    let deadline = clock.deadlines().handshake;
+    let tls = within(deadline, "TLS handshake", acceptor.accept(Watched::new(tcp, clock.clone())))
+        .await?
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    clock.handshake_done();
+    let info = ConnInfo { peer, open_streams: Arc::default(), clock, over_cap: permit.is_none() };
+    let killed = Box::pin(async move {
+        let _ = kill.changed().await;
+    });
+    let _ = conns.send(Ok(ConnIo { tls, info, killed, _permit: permit })).await;
+    Ok(())
 }
 
 struct GrpcServer {
@@ -157,14 +158,21 @@ struct ConnInfo {
     peer: SocketAddr,
     /// RPCs of this connection whose stream halves are alive, checked against `max_streams`.
     open_streams: Arc<AtomicUsize>,
+    /// The connection's deadlines: the interceptor marks its first request, every admitted RPC keeps it busy.
+    clock: Arc<ConnectionClock>,
+    /// The client's IP is over `--max-connections-per-ip`: every call is refused, and the first-request deadline
+    /// closes the connection.
+    over_cap: bool,
 }
 
 /// A server TLS connection that fails its reads once the server shuts down: tonic spawns the connection tasks
 /// itself, so this is how shutdown reaches them.
 struct ConnIo {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<Watched<TcpStream>>,
     info: ConnInfo,
     killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The connection's count against the per-IP cap (`None`: over the cap).
+    _permit: Option<IpPermit>,
 }
 
 impl Connected for ConnIo {
@@ -210,6 +218,12 @@ impl AsyncWrite for ConnIo {
     }
 }
 
+/// An admitted RPC: its stream slot and its connection's busy mark, held by both halves until both are gone.
+struct Admission {
+    _slot: Arc<StreamSlot>,
+    _busy: Busy,
+}
+
 /// Responses flow from the service through this channel; the first `Err` ends the RPC with that status.
 type ResponseTx = mpsc::Sender<Result<Frame, Status>>;
 
@@ -220,24 +234,26 @@ struct Handler {
 }
 
 impl Handler {
-    /// Counts the RPC against its connection's `max_streams`, or refuses it with RESOURCE_EXHAUSTED.
-    fn admit<T>(&self, req: &Request<T>, stream: u32) -> Result<Option<Arc<StreamSlot>>, Status> {
+    /// Counts the RPC against its connection's `max_streams` (and marks the connection busy while it runs), or
+    /// refuses it with RESOURCE_EXHAUSTED.
+    fn admit<T>(&self, req: &Request<T>, stream: u32) -> Result<Option<Arc<Admission>>, Status> {
         let Some(conn) = req.extensions().get::<ConnInfo>() else {
             return Ok(None);
         };
-        StreamSlot::acquire(&conn.open_streams, &self.limits, stream).map(Some).map_err(|e| {
+        let slot = StreamSlot::acquire(&conn.open_streams, &self.limits, stream).map_err(|e| {
             tracing::warn!(peer = %conn.peer, stream, error = %e, "stream refused");
             let mut metadata = MetadataMap::new();
             metadata.insert(MAX_STREAMS_METADATA, self.limits.max_streams.into());
             Status::with_metadata(Code::ResourceExhausted, e.to_string(), metadata)
-        })
+        })?;
+        Ok(Some(Arc::new(Admission { _slot: slot, _busy: conn.clock.busy() })))
     }
 
     /// Runs the service on its own task; its responses go to `tx`, its requests come from `requests`.
     fn spawn(
         &self,
         open: StreamOpen,
-        slot: Option<Arc<StreamSlot>>,
+        slot: Option<Arc<Admission>>,
         tx: ResponseTx,
         requests: Option<Streaming<Frame>>,
     ) {
@@ -314,7 +330,7 @@ impl TransportRpc for Handler {
 /// The service's sending half: frames into the response stream.
 struct ResponseSink {
     tx: Option<ResponseTx>,
-    _slot: Option<Arc<StreamSlot>>,
+    _slot: Option<Arc<Admission>>,
 }
 
 #[async_trait]
@@ -340,7 +356,7 @@ struct RequestSource {
     stream: u32,
     /// Set once the request stream failed; later calls repeat it.
     failed: Option<String>,
-    _slot: Option<Arc<StreamSlot>>,
+    _slot: Option<Arc<Admission>>,
 }
 
 impl RequestSource {
@@ -375,7 +391,11 @@ impl MessageSource for RequestSource {
         };
         match requests.message().await {
             Ok(Some(frame)) => match to_message(frame, &self.limits) {
-                Ok(msg) => Ok(Some(msg)),
+                Ok(msg) if msg.stream == self.stream => Ok(Some(msg)),
+                Ok(msg) => {
+                    let error = Error::Protocol(format!("frame of stream {} on the RPC of stream {}", msg.stream, self.stream));
+                    Err(self.refuse(Status::invalid_argument(error.to_string()), error))
+                }
                 Err(e) => Err(self.refuse(status_for(&e), e)),
             },
             Ok(None) => Ok(None),

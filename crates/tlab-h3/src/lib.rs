@@ -94,6 +94,8 @@ mod tests {
             limits: Limits::default(),
             service: Arc::new(EchoService::default()),
             congestion: tlab_core::config::CongestionControl::default(),
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         let server = server::serve(config).await.unwrap();
         let client_config = ClientConfig::new(server.url(), CertPin::Sha256(identity.sha256()), "t");

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
 use http::{Method, Request, Response, StatusCode, header};
+use tlab_core::server::{ConnectionClock, Deadlines, IpPermit, PerIpConnections, within};
 use tlab_core::{Error, Limits, MessageStream, ServerConfig, StreamOpen, StreamService};
 use tlab_quic_common::{PeerStreams, StreamSlot, StreamSlots};
 use tokio::task::JoinHandle;
@@ -32,9 +33,11 @@ pub(crate) async fn serve(config: ServerConfig) -> Result<H3Server, Error> {
         token: config.token,
         limits: config.limits,
         service: config.service,
+        deadlines: config.deadlines,
     });
     let accepted = Arc::new(AtomicUsize::new(0));
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), app, accepted.clone()));
+    let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), app, accepted.clone(), per_ip));
     Ok(H3Server { endpoint, local_addr, accept, accepted })
 }
 
@@ -91,40 +94,64 @@ impl tlab_core::Server for H3Server {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, app: Arc<App>, accepted: Arc<AtomicUsize>) {
+async fn accept_loop(endpoint: quinn::Endpoint, app: Arc<App>, accepted: Arc<AtomicUsize>, per_ip: PerIpConnections) {
     // Garbage datagrams never become an `Incoming`: quinn drops what does not parse as QUIC.
     while let Some(incoming) = endpoint.accept().await {
+        let peer = incoming.remote_address();
+        let Some(permit) = per_ip.acquire(peer.ip()) else {
+            tracing::warn!(%peer, max = per_ip.max(), "connection refused: too many connections from this address");
+            incoming.refuse();
+            continue;
+        };
         let (app, accepted) = (app.clone(), accepted.clone());
         tokio::spawn(async move {
-            let peer = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(conn) => conn,
-                Err(e) => return tracing::warn!(%peer, error = %e, "QUIC handshake failed"),
+            let clock = ConnectionClock::new(app.deadlines);
+            let conn = match within(app.deadlines.handshake, "QUIC handshake", incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "QUIC handshake failed"),
+                Err(e) => return tracing::warn!(%peer, error = %e, "QUIC handshake timed out"),
             };
+            clock.handshake_done();
             let number = accepted.fetch_add(1, Ordering::AcqRel) + 1;
             tracing::debug!(%peer, connection = number, "QUIC connection accepted");
-            serve_connection(conn, app).await;
+            serve_connection(conn, app, clock, permit).await;
         });
     }
 }
 
-/// Accepts the requests of one connection until it closes.
-async fn serve_connection(conn: quinn::Connection, app: Arc<App>) {
+/// Accepts the requests of one connection until it closes, or closes it (`H3_NO_ERROR`) when no request arrives
+/// within the first-request deadline or it stays idle (no request open) for the idle deadline.
+async fn serve_connection(conn: quinn::Connection, app: Arc<App>, clock: Arc<ConnectionClock>, _permit: IpPermit) {
     let peer = conn.remote_address();
-    let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await {
-        Ok(h3) => h3,
-        Err(e) => return tracing::warn!(%peer, error = %e, "HTTP/3 connection setup failed"),
+    let quic = conn.clone();
+    let setup = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn));
+    let mut h3 = match within(app.deadlines.first_request, "HTTP/3 setup", setup).await {
+        Ok(Ok(h3)) => h3,
+        Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "HTTP/3 connection setup failed"),
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "HTTP/3 connection closed");
+            return quic.close(close_code(Code::H3_NO_ERROR), b"deadline");
+        }
     };
     let slots = StreamSlots::default();
     loop {
-        match h3.accept().await {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => accepted,
+            () = clock.expired() => {
+                let phase = if clock.requested() { "idle" } else { "no request in time" };
+                tracing::info!(%peer, phase, "HTTP/3 connection closed by its deadline");
+                return quic.close(close_code(Code::H3_NO_ERROR), phase.as_bytes());
+            }
+        };
+        match accepted {
             Ok(Some(resolver)) => {
-                let (app, slots) = (app.clone(), slots.clone());
+                let (app, slots, busy) = (app.clone(), slots.clone(), clock.busy());
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {
                         Ok((req, stream)) => app.handle(req, stream, &slots).await,
                         Err(e) => tracing::warn!(%peer, error = %e, "bad HTTP/3 request"),
                     }
+                    drop(busy);
                 });
             }
             Ok(None) => break,
@@ -144,6 +171,7 @@ struct App {
     bearer: String,
     limits: Limits,
     service: Arc<dyn StreamService>,
+    deadlines: Deadlines,
 }
 
 /// A request the server accepts.

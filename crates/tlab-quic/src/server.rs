@@ -8,12 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use quinn::{Endpoint, Incoming, RecvStream, SendStream, VarInt};
+use tlab_core::server::{ConnectionClock, Deadlines, IpPermit, PerIpConnections, within};
 use tlab_core::{Error, Limits, ServerConfig, StreamOpen, StreamService};
 use tokio::task::JoinHandle;
 use tlab_quic_common::{PeerStreams, StreamSlots};
 
 use crate::wire::{
-    ALPN, AUTH_OK, AUTH_PREFIX, AUTH_REFUSED, CLOSE_NORMAL, Code, HANDSHAKE_TIMEOUT, OnDrop, StreamState,
+    ALPN, AUTH_OK, AUTH_PREFIX, AUTH_REFUSED, CLOSE_NORMAL, Code, OnDrop, StreamState,
     message_stream, read_header, refuse,
 };
 
@@ -24,6 +25,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every connection task needs.
 struct Shared {
+    deadlines: Deadlines,
     token: String,
     limits: Limits,
     service: Arc<dyn StreamService>,
@@ -33,8 +35,14 @@ struct Shared {
 pub(crate) async fn serve(config: ServerConfig) -> Result<Box<dyn tlab_core::Server>, Error> {
     let endpoint = Endpoint::server(endpoint_config(&config)?, config.listen)?;
     let local_addr = endpoint.local_addr()?;
-    let shared = Arc::new(Shared { token: config.token, limits: config.limits, service: config.service });
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared));
+    let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+    let shared = Arc::new(Shared {
+        deadlines: config.deadlines,
+        token: config.token,
+        limits: config.limits,
+        service: config.service,
+    });
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), shared, per_ip));
     Ok(Box::new(QuicServer { endpoint, local_addr, accept }))
 }
 
@@ -46,41 +54,74 @@ pub(crate) fn endpoint_config(config: &ServerConfig) -> Result<quinn::ServerConf
     tlab_quic_common::server_config(&config.identity, ALPN, config.congestion, peer)
 }
 
-async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, per_ip: PerIpConnections) {
     // quinn drops undecodable datagrams itself; only well-formed connection attempts arrive here.
     while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(serve_connection(incoming, shared.clone()));
+        let peer = incoming.remote_address();
+        let Some(permit) = per_ip.acquire(peer.ip()) else {
+            tracing::warn!(%peer, max = per_ip.max(), "connection refused: too many connections from this address");
+            incoming.refuse();
+            continue;
+        };
+        tokio::spawn(serve_connection(incoming, shared.clone(), permit));
     }
 }
 
-async fn serve_connection(incoming: Incoming, shared: Arc<Shared>) {
+async fn serve_connection(incoming: Incoming, shared: Arc<Shared>, _permit: IpPermit) {
     let peer = incoming.remote_address();
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    let clock = ConnectionClock::new(shared.deadlines);
+    let conn = match within(shared.deadlines.handshake, "QUIC handshake", incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "QUIC handshake failed"),
-        Err(_) => return tracing::warn!(%peer, "QUIC handshake timed out"),
+        Err(e) => return tracing::warn!(%peer, error = %e, "QUIC handshake timed out"),
     };
-    if let Err(reason) = authenticate(&conn, &shared.token).await {
-        tracing::warn!(%peer, reason, "connection refused: unauthorized");
-        conn.close(Code::Unauthorized.into(), b"unauthorized");
-        return;
+    clock.handshake_done();
+    match authenticate(&conn, &shared.token, shared.deadlines.first_request).await {
+        Ok(()) => clock.request_seen(),
+        Err(Refusal::Deadline(reason)) => {
+            tracing::info!(%peer, reason, "connection closed: no auth exchange in time");
+            return conn.close(Code::Deadline.into(), b"no auth exchange in time");
+        }
+        Err(Refusal::Unauthorized(reason)) => {
+            tracing::warn!(%peer, reason, "connection refused: unauthorized");
+            return conn.close(Code::Unauthorized.into(), b"unauthorized");
+        }
     }
     tracing::debug!(%peer, id = conn.stable_id(), "connection authenticated");
     let slots = StreamSlots::default();
     loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, shared.clone(), slots.clone()));
-            }
-            Err(e) => {
-                return tracing::debug!(peer = %conn.remote_address(), error = %e, "connection ended");
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let busy = clock.busy();
+                    let (shared, slots) = (shared.clone(), slots.clone());
+                    tokio::spawn(async move {
+                        serve_stream(send, recv, shared, slots).await;
+                        drop(busy);
+                    });
+                }
+                Err(e) => {
+                    return tracing::debug!(peer = %conn.remote_address(), error = %e, "connection ended");
+                }
+            },
+            () = clock.expired() => {
+                tracing::info!(%peer, idle = ?shared.deadlines.idle, "connection closed: idle with no stream open");
+                return conn.close(Code::Deadline.into(), b"idle");
             }
         }
     }
 }
 
+/// Why [`authenticate`] refused a connection.
+enum Refusal {
+    /// Wrong token, or another stream first (closed with 0x101).
+    Unauthorized(String),
+    /// No complete auth exchange within the first-request deadline (closed with 0x105).
+    Deadline(String),
+}
+
 /// The first stream must carry `auth <token>`: answers the byte and returns why it refused, if it did.
-async fn authenticate(conn: &quinn::Connection, token: &str) -> Result<(), String> {
+async fn authenticate(conn: &quinn::Connection, token: &str, deadline: Duration) -> Result<(), Refusal> {
     let exchange = async {
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let header = read_header(&mut recv).await.map_err(|e| e.to_string())?;
@@ -97,18 +138,19 @@ async fn authenticate(conn: &quinn::Connection, token: &str) -> Result<(), Strin
         let _ = tokio::time::timeout(REFUSAL_GRACE, send.stopped()).await;
         Err("wrong or missing token".to_string())
     };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no auth exchange within {HANDSHAKE_TIMEOUT:?}")))
+    match within(deadline, "auth exchange", exchange).await {
+        Ok(outcome) => outcome.map_err(Refusal::Unauthorized),
+        Err(e) => Err(Refusal::Deadline(e.to_string())),
+    }
 }
 
 /// Reads the open header, counts the stream against `max_streams` and runs the service on it.
 async fn serve_stream(mut send: SendStream, mut recv: RecvStream, shared: Arc<Shared>, slots: StreamSlots) {
     let quic_stream = send.id();
-    let open = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_header(&mut recv)).await {
+    let open = match within(shared.deadlines.first_request, "open header", read_header(&mut recv)).await {
         Ok(Ok(header)) => StreamOpen::from_query(&header),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Protocol(format!("no open header within {HANDSHAKE_TIMEOUT:?}"))),
+        Err(e) => Err(Error::Protocol(e.to_string())),
     };
     let open = match open {
         Ok(open) => open,

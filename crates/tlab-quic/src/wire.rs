@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -23,8 +22,6 @@ pub(crate) const AUTH_OK: u8 = 1;
 pub(crate) const AUTH_REFUSED: u8 = 0;
 /// Application close code of a graceful close (client `close()`, server shutdown).
 pub(crate) const CLOSE_NORMAL: u32 = 0;
-/// A peer that has not completed the TLS handshake, the auth exchange or an open header by then is dropped.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Application error codes, used in RESET_STREAM / STOP_SENDING (a stream) and CONNECTION_CLOSE (a connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +37,13 @@ pub(crate) enum Code {
     Malformed = 0x103,
     /// More streams than `max_streams` open on this connection.
     TooManyStreams = 0x104,
+    /// A connection deadline passed (no auth exchange in time, or idle with no stream open): CONNECTION_CLOSE.
+    Deadline = 0x105,
 }
 
 impl Code {
     fn from_varint(code: VarInt) -> Option<Self> {
-        [Self::Cancelled, Self::Unauthorized, Self::TooLarge, Self::Malformed, Self::TooManyStreams]
+        [Self::Cancelled, Self::Unauthorized, Self::TooLarge, Self::Malformed, Self::TooManyStreams, Self::Deadline]
             .into_iter()
             .find(|c| VarInt::from(*c) == code)
     }
@@ -105,7 +104,7 @@ fn stream_reset_error(code: VarInt, stream: Option<&StreamState>) -> Error {
             stream: stream.map_or(0, |s| s.stream),
             limit: stream.map_or(0, |s| s.slot.opened_beside()),
         },
-        Some(Code::Cancelled) | None => {
+        Some(Code::Cancelled | Code::Deadline) | None => {
             Error::Closed(format!("stream reset by the peer (code {:#x})", code.into_inner()))
         }
     }
@@ -281,7 +280,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_map_to_errors() {
-        for code in [Code::Cancelled, Code::Unauthorized, Code::TooLarge, Code::Malformed, Code::TooManyStreams] {
+        for code in [Code::Cancelled, Code::Unauthorized, Code::TooLarge, Code::Malformed, Code::TooManyStreams, Code::Deadline] {
             assert_eq!(Code::from_varint(code.into()), Some(code));
         }
         assert_eq!(Code::from_varint(VarInt::from_u32(7)), None);

@@ -1,4 +1,5 @@
-//! The server: axum routes on hyper (HTTP/1.1 and HTTP/2 on one port, chosen by ALPN) over tokio-rustls.
+//! The server: axum routes on hyper (HTTP/1.1 and HTTP/2 on one port, chosen by ALPN) over tokio-rustls, with
+//! [`tlab_core::server`]'s deadlines and per-IP cap (a connection over the cap gets `429` to every request).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -7,7 +8,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
@@ -21,15 +21,15 @@ use http::{HeaderMap, StatusCode, header};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tlab_core::frame;
 use tlab_core::{
     Error, Limits, Message, MessageSink, MessageSource, MessageStream, Server, ServerConfig, StreamId, StreamService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tlab_core::server::{Accepted, Busy, LogBudget, PerIpConnections, Watched, accept_tcp, within};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
 use crate::wire::{self, AUTH, END, EVENTS, HELLO, MESSAGES, PREFIX};
 
@@ -39,8 +39,6 @@ const DOWNLINK_QUEUE: usize = 256;
 const UPLINK_QUEUE: usize = 64;
 /// Queued events are coalesced into one body chunk up to this size (fewer writes and HTTP/2 DATA frames).
 const COALESCE_BYTES: usize = 64 << 10;
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a POST delivers into a stream's receive side.
 enum Uplink {
@@ -58,6 +56,8 @@ struct Entry {
 }
 
 struct Shared {
+    /// Rate-limits the log lines of refused tokens.
+    log_budget: LogBudget,
     token: String,
     limits: Limits,
     service: Arc<dyn StreamService>,
@@ -67,10 +67,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether the request carries the token; a refusal is logged (rate-limited).
     fn authorized(&self, headers: &HeaderMap, query: &str) -> bool {
         let bearer =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        bearer.or_else(|| wire::query_value(query, "token")) == Some(self.token.as_str())
+        let ok = bearer.or_else(|| wire::query_value(query, "token")) == Some(self.token.as_str());
+        if !ok && self.log_budget.allow() {
+            tracing::warn!("SSE request refused: 401 missing or wrong token");
+        }
+        ok
     }
 
     fn remove(&self, conn: u64, stream: StreamId, id: u64) {
@@ -106,6 +111,7 @@ pub(crate) async fn serve(config: ServerConfig) -> Result<Box<dyn Server>, Error
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
+        log_budget: LogBudget::default(),
         token: config.token,
         limits: config.limits,
         service: config.service,
@@ -120,49 +126,83 @@ pub(crate) async fn serve(config: ServerConfig) -> Result<Box<dyn Server>, Error
     // Each logical stream is one GET plus at most one POST at a time.
     let max_h2_streams = shared.limits.max_streams.saturating_mul(2).saturating_add(16);
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(accept_loop(listener, tls, router, max_h2_streams, stopped));
+    let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+    let accept = accept_tcp(listener, config.deadlines, per_ip, "sse", move |accepted| {
+        serve_connection(accepted, tls.clone(), router.clone(), max_h2_streams)
+    });
+    // Dropping the accept loop (at stop) drops, and so aborts, every connection task.
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            _ = stopped => {}
+            () = accept => {}
+        }
+    });
     Ok(Box::new(SseServer { addr, stop, task, shared }))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+async fn serve_connection(
+    accepted: Accepted,
     tls: TlsAcceptor,
     router: Router,
     max_h2_streams: u32,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    connections.spawn(serve_connection(tcp, peer, tls.clone(), router.clone(), max_h2_streams));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    // Typically out of file descriptors: give the others a moment to close.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.shutdown().await;
-}
-
-async fn serve_connection(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, router: Router, max_h2_streams: u32) {
-    let _ = tcp.set_nodelay(true);
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-    };
+) -> Result<(), Error> {
+    let Accepted { tcp, peer, permit, clock } = accepted;
+    let deadlines = clock.deadlines();
+    let stream = within(deadlines.handshake, "TLS handshake", tls.accept(Watched::new(tcp, clock.clone())))
+        .await?
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    clock.handshake_done();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(max_h2_streams);
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router)).await {
+    let over_cap = permit.is_none();
+    // Every request marks the connection busy until its response body is gone, so a quiet event stream is never
+    // idle; a connection over the per-IP cap gets 429s and no busy marks, so its first-request deadline closes it.
+    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        let busy = (!over_cap).then(|| clock.busy());
+        async move {
+            let Some(busy) = busy else { return Ok::<_, Infallible>(too_many_connections(request.version())) };
+            let response = router.oneshot(request).await?;
+            Ok(response.map(|body| Body::new(HeldBody { body, _busy: busy })))
+        }
+    });
+    if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+    drop(permit);
+    Ok(())
+}
+
+/// The answer to every request of a connection over the per-IP cap.
+fn too_many_connections(version: http::Version) -> Response {
+    let mut response = status(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address");
+    if version < http::Version::HTTP_2 {
+        response.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A response body that keeps its connection marked busy until it ends or is dropped.
+struct HeldBody {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -236,7 +276,9 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap, RawQuery(
             return response;
         }
     }
-    let registration = |shared: &Arc<Shared>| Registration { shared: shared.clone(), conn, stream: open.stream, id };
+    // Shared by both halves: the entry outlives the uplink's `fin` (a later POST gets 409) and goes when both
+    // halves are gone, or at once when the client drops the event stream.
+    let registration = Arc::new(DropRegistration(Registration { shared: shared.clone(), conn, stream: open.stream, id }));
     let (downlink_tx, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
     let graceful = Arc::new(AtomicBool::new(false));
     let stream = MessageStream {
@@ -245,12 +287,12 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap, RawQuery(
             rx: uplink_rx,
             pending: Vec::new().into_iter(),
             finished: false,
-            _registration: DropRegistration(registration(&shared)),
+            _registration: registration.clone(),
         }),
     };
     let service = shared.service.clone();
     tokio::spawn(async move { service.serve(open, stream).await });
-    let body = EventBody { hello: true, rx: downlink_rx, graceful, done: false, registration: registration(&shared) };
+    let body = EventBody { hello: true, rx: downlink_rx, graceful, done: false, registration };
     ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-store")], Body::new(body))
         .into_response()
 }
@@ -355,8 +397,8 @@ struct UplinkSource {
     rx: mpsc::Receiver<Uplink>,
     pending: std::vec::IntoIter<Message>,
     finished: bool,
-    /// Dropping the source unregisters the stream: later POSTs get 404.
-    _registration: DropRegistration,
+    /// The stream's registration, removed once the event body is gone too: later POSTs get 404.
+    _registration: Arc<DropRegistration>,
 }
 
 #[async_trait]
@@ -394,8 +436,9 @@ struct EventBody {
     rx: mpsc::Receiver<Bytes>,
     graceful: Arc<AtomicBool>,
     done: bool,
-    /// Removed when the body goes away without a graceful end (the client disconnected or the service failed).
-    registration: Registration,
+    /// Removed at once when the body goes away without a graceful end (the client disconnected or the service
+    /// failed), else once the source is gone too.
+    registration: Arc<DropRegistration>,
 }
 
 impl hyper::body::Body for EventBody {
@@ -438,7 +481,7 @@ impl hyper::body::Body for EventBody {
 impl Drop for EventBody {
     fn drop(&mut self) {
         if !(self.done && self.graceful.load(Ordering::Acquire)) {
-            self.registration.remove();
+            self.registration.0.remove();
         }
     }
 }

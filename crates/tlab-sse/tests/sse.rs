@@ -43,6 +43,8 @@ impl Fixture {
             limits,
             service: Arc::new(EchoService::default()),
             congestion: tlab_core::config::CongestionControl::default(),
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         // The server is the same for both modes.
         let server = SseTransport::http2().serve(config).await.unwrap();

@@ -9,6 +9,7 @@ use tlab_core::tls::{client_config, server_name};
 use tlab_core::{ClientConfig, Connection, Error, MessageStream, StreamOpen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tlab_core::server::Watched;
 use tokio_rustls::{TlsConnector, TlsStream};
 
 use crate::stream::{SendHalf, Writer, finish};
@@ -41,7 +42,7 @@ impl TcpTlsConnection {
                 .await
                 .map_err(|e| Error::Connect { address: self.config.url.clone(), reason: e.to_string() })?;
             tcp.set_nodelay(true)?;
-            let mut tls = self.tls.connect(server_name(), tcp).await.map_err(|e| Error::Tls(e.to_string()))?;
+            let mut tls = self.tls.connect(server_name(), Watched::unwatched(tcp)).await.map_err(|e| Error::Tls(e.to_string()))?;
             tls.write_all(&header).await?;
             tls.flush().await?;
             Ok(TlsStream::Client(tls))

@@ -1,21 +1,22 @@
 //! The server: TLS, the open header (token first), the status byte, then the stream handed to the service. Every
-//! connection is one stream; a refused or broken connection affects no other.
+//! connection is one stream; a refused or broken connection affects no other. Deadlines and the per-IP cap are
+//! [`tlab_core::server`]'s; a connection over the cap reads the status byte `0x03`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
+use tlab_core::server::{Accepted, PerIpConnections, Watched, accept_tcp, within};
 use tlab_core::{Error, Server, ServerConfig, StreamOpen};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsStream};
 
 use crate::wire::{PROBE, Status, Tls, read_field};
 
-/// A client must finish TLS and send its open header within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The transport named in the accept loop's log lines.
+const MODE: &str = "tcp-tls";
 
 /// A running `tcp-tls` server.
 pub(crate) struct TcpTlsServer {
@@ -29,7 +30,12 @@ impl TcpTlsServer {
         let tls = TlsAcceptor::from(Arc::new(config.identity.server_config(&[])?));
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let accept = tokio::spawn(accept_loop(listener, tls, Arc::new(config)));
+        let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+        let deadlines = config.deadlines;
+        let config = Arc::new(config);
+        let accept = tokio::spawn(accept_tcp(listener, deadlines, per_ip, MODE, move |accepted| {
+            serve_connection(accepted, tls.clone(), config.clone())
+        }));
         Ok(Self { addr, accept })
     }
 }
@@ -51,32 +57,6 @@ impl Server for TcpTlsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: TlsAcceptor, config: Arc<ServerConfig>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // E.g. out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (tls, config) = (tls.clone(), config.clone());
-                connections.spawn(async move {
-                    if let Err(e) = serve_connection(tcp, tls, config).await {
-                        tracing::debug!(%peer, error = %e, "tcp-tls connection ended");
-                    }
-                });
-            }
-            Some(_) = connections.join_next() => {}
-        }
-    }
-}
-
 /// What an open header asked for.
 enum Route {
     Stream(StreamOpen),
@@ -84,17 +64,21 @@ enum Route {
     Refuse(Status),
 }
 
-async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, config: Arc<ServerConfig>) -> Result<(), Error> {
-    tcp.set_nodelay(true)?;
-    let handshake = async {
-        let mut tls = acceptor.accept(tcp).await.map_err(|e| Error::Tls(e.to_string()))?;
+async fn serve_connection(accepted: Accepted, acceptor: TlsAcceptor, config: Arc<ServerConfig>) -> Result<(), Error> {
+    let Accepted { tcp, permit, clock, .. } = accepted;
+    let deadlines = clock.deadlines();
+    let mut tls = within(deadlines.handshake, "TLS handshake", acceptor.accept(Watched::new(tcp, clock.clone())))
+        .await?
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    clock.handshake_done();
+    let header = async {
         let token = read_field(&mut tls).await?;
         let open = read_field(&mut tls).await?;
-        Ok::<_, Error>((tls, route(token, open, &config.token)))
+        Ok::<_, Error>((token, open))
     };
-    let (tls, route) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| Error::Timeout("TLS handshake and open header".into()))??;
+    let (token, open) = within(deadlines.first_request, "open header", header).await??;
+    clock.request_seen();
+    let route = if permit.is_none() { Route::Refuse(Status::TooManyConnections) } else { route(token, open, &config.token) };
     let mut tls: Tls = TlsStream::Server(tls);
     match route {
         Route::Refuse(status) => {

@@ -6,14 +6,15 @@
 //! the server closes the connection. A direction ends with TLS `close_notify` and a TCP FIN.
 
 use tlab_core::Error;
+use tlab_core::server::Watched;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 /// The open query of the client's connect-time check (reachability, certificate, token): answered and closed.
 pub(crate) const PROBE: &str = "probe";
 
-/// TLS over TCP, either side.
-pub(crate) type Tls = tokio_rustls::TlsStream<TcpStream>;
+/// TLS over TCP, either side (only the server's TCP stream has deadlines).
+pub(crate) type Tls = tokio_rustls::TlsStream<Watched<TcpStream>>;
 
 /// The server's one-byte answer to an open header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub(crate) enum Status {
     Accepted = 0x01,
     /// The open query did not parse (or a field was not UTF-8).
     Malformed = 0x02,
+    /// The client's IP address already has `--max-connections-per-ip` connections open.
+    TooManyConnections = 0x03,
 }
 
 impl Status {
@@ -34,6 +37,9 @@ impl Status {
             b if b == Status::Accepted as u8 => Ok(()),
             b if b == Status::Unauthorized as u8 => Err(Error::Unauthorized),
             b if b == Status::Malformed as u8 => Err(Error::Protocol("the server refused the open header as malformed".into())),
+            b if b == Status::TooManyConnections as u8 => {
+                Err(Error::Closed("the server refused the connection: too many connections from this address".into()))
+            }
             other => Err(Error::Protocol(format!("unknown status byte {other:#04x}"))),
         }
     }
@@ -86,6 +92,7 @@ mod tests {
         assert!(Status::check(0x01).is_ok());
         assert!(matches!(Status::check(0x00), Err(Error::Unauthorized)));
         assert!(matches!(Status::check(0x02), Err(Error::Protocol(_))));
+        assert!(matches!(Status::check(0x03), Err(Error::Closed(_))));
         assert!(matches!(Status::check(0x7f), Err(Error::Protocol(_))));
     }
 }

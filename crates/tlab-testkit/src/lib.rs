@@ -55,6 +55,8 @@ impl TestServer {
             limits,
             service: Arc::new(EchoService::default()),
             congestion: tlab_core::config::CongestionControl::default(),
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         let server = transport.serve(config).await.expect("server starts");
         Self { server, identity, token }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tlab_core::server::{ConnectionClock, PerIpConnections, within};
 use tlab_core::{Error, Server, ServerConfig, StreamOpen};
 use tokio::task::{JoinHandle, JoinSet};
 use wtransport::endpoint::endpoint_side;
@@ -21,8 +22,8 @@ use crate::wire::{
     read_open, token_ok,
 };
 
-/// A client must finish the QUIC handshake and its session request, and each stream its open header, within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// WebTransport application code of a session closed by its idle deadline (no stream open for `--idle-timeout`).
+const CODE_IDLE: u32 = 0x53;
 
 type WtEndpoint = Endpoint<endpoint_side::Server>;
 
@@ -54,8 +55,9 @@ impl WtServer {
 pub(crate) fn endpoint_config(config: &ServerConfig) -> Result<wtransport::ServerConfig, Error> {
     let tls = config.identity.server_config(&[ALPN])?;
     let mut wt_config = wtransport::ServerConfig::builder().with_bind_address(config.listen).with_custom_tls(tls).build();
-    // +1: the session's CONNECT request is itself a client bidirectional stream.
-    let peer = PeerStreams::http3(config.limits.max_streams.saturating_add(1));
+    // +2: the session's CONNECT request is itself a client bidirectional stream, and one stream beyond the limit
+    // must reach the explicit check to be refused with 0x52 instead of waiting silently for stream credit.
+    let peer = PeerStreams::http3(config.limits.max_streams.saturating_add(2));
     wt_config.quic_config_mut().transport_config(transport_config(config.congestion, peer));
     Ok(wt_config)
 }
@@ -82,14 +84,18 @@ impl Server for WtServer {
 
 async fn accept_loop(endpoint: Arc<WtEndpoint>, config: Arc<ServerConfig>) {
     let mut sessions = JoinSet::new();
+    let per_ip = PerIpConnections::new(config.max_connections_per_ip);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let (config, peer) = (config.clone(), incoming.remote_address());
+                // Held by the session task: `None` (over the cap) answers the session request with 429.
+                let permit = per_ip.acquire(peer.ip());
                 sessions.spawn(async move {
-                    if let Err(e) = serve_session(incoming, config).await {
+                    if let Err(e) = serve_session(incoming, config, permit.is_some()).await {
                         tracing::debug!(%peer, error = %e, "WebTransport session ended");
                     }
+                    drop(permit);
                 });
             }
             Some(_) = sessions.join_next() => {}
@@ -98,11 +104,17 @@ async fn accept_loop(endpoint: Arc<WtEndpoint>, config: Arc<ServerConfig>) {
 }
 
 /// Checks the session request, answers it, and serves the session until it ends.
-async fn serve_session(incoming: IncomingSession, config: Arc<ServerConfig>) -> Result<(), Error> {
-    let request = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming)
-        .await
-        .map_err(|_| Error::Timeout("QUIC handshake and WebTransport session request".into()))?
+async fn serve_session(incoming: IncomingSession, config: Arc<ServerConfig>, within_cap: bool) -> Result<(), Error> {
+    let deadlines = config.deadlines;
+    // wtransport completes the QUIC handshake and reads the CONNECT request in one step.
+    let request = within(deadlines.handshake + deadlines.first_request, "QUIC handshake and session request", incoming)
+        .await?
         .map_err(connection_error)?;
+    if !within_cap {
+        tracing::warn!(peer = %request.remote_address(), "WebTransport session refused: 429 too many connections from this address");
+        request.too_many_requests().await;
+        return Ok(());
+    }
     let (path, query) = request.path().split_once('?').unwrap_or((request.path(), ""));
     if path != PATH {
         tracing::warn!(path, "WebTransport session refused: 404 unknown path");
@@ -124,15 +136,28 @@ async fn serve_session(incoming: IncomingSession, config: Arc<ServerConfig>) -> 
 /// Stream session: every accepted bidirectional stream is one logical stream, up to `limits.max_streams` at once.
 async fn serve_streams(connection: wtransport::Connection, session: Arc<SessionGuard>, config: &Arc<ServerConfig>) -> Result<(), Error> {
     let mut streams = JoinSet::new();
+    // Idle = no stream open: every stream task holds a busy mark.
+    let clock = ConnectionClock::new(config.deadlines);
+    clock.request_seen();
     loop {
         tokio::select! {
+            () = clock.expired() => {
+                tracing::info!(idle = ?config.deadlines.idle, "WebTransport session closed: idle with no stream open");
+                connection.close(code(CODE_IDLE), b"idle");
+                return Ok(());
+            }
             accepted = connection.accept_bi() => {
                 let (send, recv) = accepted.map_err(connection_error)?;
                 if streams.len() >= config.limits.max_streams as usize {
                     refuse(send, recv, CODE_REFUSED, &format!("more than {} streams", config.limits.max_streams));
                     continue;
                 }
-                streams.spawn(serve_stream(send, recv, config.clone(), session.clone()));
+                let busy = clock.busy();
+                let work = serve_stream(send, recv, config.clone(), session.clone());
+                streams.spawn(async move {
+                    work.await;
+                    drop(busy);
+                });
             }
             Some(_) = streams.join_next() => {}
         }
@@ -140,7 +165,7 @@ async fn serve_streams(connection: wtransport::Connection, session: Arc<SessionG
 }
 
 async fn serve_stream(send: SendStream, mut recv: RecvStream, config: Arc<ServerConfig>, session: Arc<SessionGuard>) {
-    let open = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_open(&mut recv)).await {
+    let open = match within(config.deadlines.first_request, "open header", read_open(&mut recv)).await {
         Ok(Ok(open)) => open,
         Ok(Err(e)) => return refuse(send, recv, CODE_PROTOCOL, &e.to_string()),
         Err(_) => return refuse(send, recv, CODE_PROTOCOL, "no open header in time"),

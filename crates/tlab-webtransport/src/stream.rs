@@ -121,6 +121,16 @@ struct StreamSource {
 /// Upper bound of one read; quinn hands out what it has, usually one packet's worth.
 const READ_CHUNK: usize = 64 << 10;
 
+impl StreamSource {
+    /// Refuses the peer's bytes: logs why, stops its direction with `0x50` and makes the sink reset ours with it.
+    fn reject(&mut self, error: Error) -> Error {
+        tracing::warn!(stream = self.stream, error = %error, "closing WebTransport stream: bad frame");
+        self.rejected.store(true, Ordering::Release);
+        let _ = self.recv.quic_stream_mut().stop(wtransport::quinn::VarInt::from_u32(CODE_PROTOCOL));
+        error
+    }
+}
+
 #[async_trait]
 impl MessageSource for StreamSource {
     /// Cancel-safe: bytes move from quinn into `buf` only when a read completes, and a frame leaves `buf` only when
@@ -130,17 +140,15 @@ impl MessageSource for StreamSource {
             match frame::decode_next(&mut self.buf, self.max_payload) {
                 Ok(Some(msg)) => return Ok(Some(msg)),
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(stream = self.stream, error = %e, "closing WebTransport stream: bad frame");
-                    self.rejected.store(true, Ordering::Release);
-                    let _ = self.recv.quic_stream_mut().stop(wtransport::quinn::VarInt::from_u32(CODE_PROTOCOL));
-                    return Err(e);
-                }
+                Err(e) => return Err(self.reject(e)),
             }
             match self.recv.quic_stream_mut().read_chunk(READ_CHUNK, true).await.map_err(read_error)? {
                 Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
                 None if self.buf.is_empty() => return Ok(None),
-                None => return Err(Error::Protocol(format!("stream {} ended inside a frame", self.stream))),
+                None => {
+                    let e = Error::Protocol(format!("stream {} ended inside a frame ({} bytes left)", self.stream, self.buf.len()));
+                    return Err(self.reject(e));
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use tlab_core::tls::{client_config, server_name};
 use tlab_core::{ClientConfig, Connection, Error, MessageStream, StreamOpen};
+use tlab_core::server::Watched;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, TlsStream};
 use tokio_tungstenite::client_async_with_config;
@@ -45,7 +46,7 @@ impl Dialer {
                 .await
                 .map_err(|e| Error::Connect { address: self.config.url.clone(), reason: e.to_string() })?;
             tcp.set_nodelay(true)?;
-            let tls = self.tls.connect(server_name(), tcp).await.map_err(|e| Error::Tls(e.to_string()))?;
+            let tls = self.tls.connect(server_name(), Watched::unwatched(tcp)).await.map_err(|e| Error::Tls(e.to_string()))?;
             let mut request =
                 format!("wss://{}{}{target}", self.addr, self.base).into_client_request().map_err(|e| Error::Config(e.to_string()))?;
             let bearer = HeaderValue::from_str(&format!("Bearer {}", self.config.token))

@@ -1,13 +1,15 @@
 //! The server: TLS, the HTTP upgrade (path routing and token check), then one stream (`/tlab/ws`) or a
-//! multiplexed connection (`/tlab/ws-mux`) per accepted connection. It serves both paths whatever its mode.
+//! multiplexed connection (`/tlab/ws-mux`) per accepted connection. It serves both paths whatever its mode. The
+//! connection deadlines and the per-IP cap are [`tlab_core::server`]'s: a connection over the cap is upgraded to
+//! nothing but an HTTP 429.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
+use tlab_core::server::{Accepted, PerIpConnections, Watched, accept_tcp, within};
 use tlab_core::{Error, Server, ServerConfig, StreamOpen};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::{TlsAcceptor, TlsStream};
 use tokio_tungstenite::accept_hdr_async_with_config;
@@ -20,8 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::mux::{self, Mux, Side};
 use crate::wire::{ALPN, PATH_MUX, PATH_PER_STREAM, PROBE_KEY, map_ws_error, ws_config};
 
-/// A client must finish TLS and the upgrade within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The transport named in the accept loop's log lines.
+const MODE: &str = "ws";
 
 /// A running WebSocket server.
 pub(crate) struct WsServer {
@@ -42,7 +44,12 @@ impl WsServer {
             ip => ip,
         };
         let url = format!("wss://{}{path}", SocketAddr::new(host, addr.port()));
-        let accept = tokio::spawn(accept_loop(listener, tls, Arc::new(config)));
+        let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+        let deadlines = config.deadlines;
+        let config = Arc::new(config);
+        let accept = tokio::spawn(accept_tcp(listener, deadlines, per_ip, MODE, move |accepted| {
+            serve_connection(accepted, tls.clone(), config.clone())
+        }));
         Ok(Self { addr, url, accept })
     }
 }
@@ -64,30 +71,6 @@ impl Server for WsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: TlsAcceptor, config: Arc<ServerConfig>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let (tls, config) = (tls.clone(), config.clone());
-                    connections.spawn(async move {
-                        if let Err(e) = serve_connection(tcp, tls, config).await {
-                            tracing::debug!(%peer, error = %e, "WebSocket connection ended");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next() => {}
-        }
-    }
-}
-
 /// What an accepted upgrade request asked for.
 enum Route {
     PerStream(StreamOpen),
@@ -97,25 +80,28 @@ enum Route {
 }
 
 #[allow(clippy::result_large_err, reason = "the error type of tungstenite's handshake callback")]
-async fn serve_connection(tcp: TcpStream, tls: TlsAcceptor, config: Arc<ServerConfig>) -> Result<(), Error> {
-    tcp.set_nodelay(true)?;
+async fn serve_connection(accepted: Accepted, tls: TlsAcceptor, config: Arc<ServerConfig>) -> Result<(), Error> {
+    let Accepted { tcp, permit, clock, .. } = accepted;
+    let deadlines = clock.deadlines();
+    let stream = within(deadlines.handshake, "TLS handshake", tls.accept(Watched::new(tcp, clock.clone())))
+        .await?
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    clock.handshake_done();
     let mut route = None;
-    let handshake = async {
-        let stream = tls.accept(tcp).await.map_err(|e| Error::Tls(e.to_string()))?;
-        let callback = |request: &Request, response: Response| {
-            route = Some(check_request(request, &config.token).map_err(refuse)?);
-            Ok(response)
-        };
-        accept_hdr_async_with_config(TlsStream::Server(stream), callback, Some(ws_config(&config.limits)))
-            .await
-            .map_err(|e| match e {
-                WsError::Http(response) => Error::Closed(format!("upgrade answered with HTTP {}", response.status())),
-                other => Error::Protocol(format!("WebSocket handshake: {other}")),
-            })
+    let callback = |request: &Request, response: Response| {
+        if permit.is_none() {
+            let reason = "too many connections from this address (--max-connections-per-ip)";
+            return Err(refuse((StatusCode::TOO_MANY_REQUESTS, reason.into())));
+        }
+        route = Some(check_request(request, &config.token).map_err(refuse)?);
+        Ok(response)
     };
-    let ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| Error::Timeout("TLS and WebSocket handshake".into()))??;
+    let upgrade = accept_hdr_async_with_config(TlsStream::Server(stream), callback, Some(ws_config(&config.limits)));
+    let ws = within(deadlines.first_request, "WebSocket upgrade request", upgrade).await?.map_err(|e| match e {
+        WsError::Http(response) => Error::Closed(format!("upgrade answered with HTTP {}", response.status())),
+        other => Error::Protocol(format!("WebSocket handshake: {other}")),
+    })?;
+    clock.request_seen();
     match route.expect("set by an accepted handshake") {
         Route::Probe => {
             let mut ws = ws;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::SinkExt;
 use futures::stream::{SplitSink, SplitStream};
 use tlab_core::frame::{HEADER_LEN, decode_exact};
+use tlab_core::server::Watched;
 use tlab_core::{Error, Limits, Message, StreamId, StreamOpen};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -38,8 +39,8 @@ pub(crate) const PROBE_KEY: &str = "probe";
 /// How long sending a close frame may wait for a busy writer before the connection is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A WebSocket over our TLS stream (client or server side).
-pub(crate) type Ws = WebSocketStream<TlsStream<TcpStream>>;
+/// A WebSocket over our TLS stream (client or server side; only the server's TCP stream has deadlines).
+pub(crate) type Ws = WebSocketStream<TlsStream<Watched<TcpStream>>>;
 /// The reading half of a [`Ws`].
 pub(crate) type WsReader = SplitStream<Ws>;
 
