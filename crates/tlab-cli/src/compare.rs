@@ -23,7 +23,7 @@ pub struct Workload {
 
 /// The default workloads: many small echoes on 8 streams, one-way source latency, bulk 16 KiB messages.
 pub fn default_workloads(messages: u64) -> Vec<Workload> {
-    let plan = |streams, size, pattern| Plan { streams, messages, size, pattern, resilient: false };
+    let plan = |streams, size, pattern| Plan { streams, messages, size, pattern, resilient: false, quiet: std::time::Duration::from_secs(1) };
     vec![
         Workload { name: "echo-8x256B", plan: plan(8, 256, Pattern::Echo) },
         Workload { name: "source-1x64B", plan: plan(1, 64, Pattern::Source) },
@@ -48,6 +48,8 @@ pub async fn run(names: &[String], workloads: &[Workload], out: &Path) -> anyhow
             limits: Limits::default(),
             service: Arc::new(EchoService::default()),
             congestion: tlab_core::config::CongestionControl::default(),
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         let server = transport.serve(config).await.with_context(|| format!("serving {name}"))?;
         for (j, workload) in workloads.iter().enumerate() {

@@ -5,6 +5,7 @@ mod compare;
 mod exchange;
 mod netem_cmd;
 mod run_cmd;
+mod soak;
 mod sweep;
 
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ enum Command {
         token: String,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Run the same exchanges on every transport over loopback and write a results directory with a report.
     Compare {
@@ -60,15 +63,17 @@ enum Command {
     },
     /// Run an experiment suite through the link emulator; writes results/<suite>-<UTC>/ and its report.
     Run {
-        /// Suite file.
-        #[arg(default_value = "experiments/quick.toml")]
-        suite: PathBuf,
+        /// Suite file (default: experiments/quick.toml; with --resume, the manifest's suite file).
+        suite: Option<PathBuf>,
         /// Run only part I of N of the matrix (for batch schedulers), e.g. `2/8`.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         shard: Option<String>,
         /// Results directory.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
+        /// Run only the cells an interrupted or killed results directory is missing, with their planned seeds.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
         /// Skip the emulator calibration at the end.
         #[arg(long)]
         no_calibration: bool,
@@ -119,6 +124,8 @@ enum Command {
         #[arg(required = true)]
         parts: Vec<PathBuf>,
     },
+    /// Hold many concurrent sessions per mode on loopback; report failures, memory and descriptors per connection.
+    Soak(soak::SoakArgs),
     /// The link emulator: run a command behind it, show profiles, calibrate.
     Netem {
         #[command(subcommand)]
@@ -156,6 +163,9 @@ enum Command {
         /// Use the session layer (heartbeat, reconnect, resume).
         #[arg(long)]
         resilient: bool,
+        /// Datagram modes only: a stream ends after this many milliseconds without a message.
+        #[arg(long, default_value_t = 1000)]
+        quiet_ms: u64,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -180,6 +190,34 @@ impl LimitArgs {
     }
 }
 
+/// `tlab serve`'s connection deadlines and per-IP cap (docs/PROTOCOL.md, "Deadlines and connection limits").
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct ConnectionArgs {
+    /// Seconds a client may take for its TLS or QUIC handshake.
+    #[arg(long, default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds from the handshake to the client's first complete request.
+    #[arg(long, default_value_t = 10.0)]
+    first_request_timeout: f64,
+    /// Seconds a connection may stay idle (no request or stream open, no bytes) before it is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Most connections open at once from one client IP address (default: unlimited).
+    #[arg(long)]
+    max_connections_per_ip: Option<u32>,
+}
+
+impl ConnectionArgs {
+    fn deadlines(&self) -> tlab_core::Deadlines {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.001));
+        tlab_core::Deadlines {
+            handshake: secs(self.handshake_timeout),
+            first_request: secs(self.first_request_timeout),
+            idle: secs(self.idle_timeout),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -193,9 +231,14 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { json } => list(json),
-        Command::Run { suite, shard, out, no_calibration } => {
-            tokio::task::spawn_blocking(move || run_cmd::run(&suite, shard.as_deref(), out, !no_calibration).map(|_| ())).await?
-        }
+        Command::Run { suite, shard, out, resume, no_calibration } => tokio::task::spawn_blocking(move || match resume {
+            Some(dir) => run_cmd::resume(&dir, suite.as_deref(), !no_calibration).map(|_| ()),
+            None => {
+                let suite = suite.unwrap_or_else(|| PathBuf::from("experiments/quick.toml"));
+                run_cmd::run(&suite, shard.as_deref(), out, !no_calibration).map(|_| ())
+            }
+        })
+        .await?,
         Command::Sweep { param, values, transports, experiment, messages, rate, repetitions, out } => {
             let transports = run_cmd::resolve_transports(&transports)?;
             let sweep = sweep::Sweep { param, values: sweep::parse_values(&values)?, transports, experiment, messages, rate_hz: rate, repetitions };
@@ -208,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Report { dir } => run_cmd::report(&dir),
         Command::Merge { out, parts } => run_cmd::merge(&out, &parts),
+        Command::Soak(args) => soak::run(args).await,
         Command::Netem { command } => tokio::task::spawn_blocking(move || netem_cmd::run(command)).await?,
         Command::Compare { transports: names, messages, out } => {
             let names = run_cmd::resolve_transports(&if names.is_empty() { vec!["all".to_string()] } else { names })?;
@@ -217,7 +261,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             eprintln!("report written to {}", report.display());
             Ok(())
         }
-        Command::Serve { transport, listen, token, limits } => serve(&transport, listen, token, limits.limits()).await,
+        Command::Serve { transport, listen, token, limits, connections } => {
+            serve(&transport, listen, token, limits.limits(), connections).await
+        }
         Command::Client {
             transport,
             connect,
@@ -229,6 +275,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             size,
             pattern,
             resilient,
+            quiet_ms,
             json,
             limits,
         } => {
@@ -238,7 +285,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let mut config = ClientConfig::new(connect, pin, token);
             config.limits = limits.limits();
-            let plan = exchange::Plan { streams, messages, size, pattern, resilient };
+            let quiet = std::time::Duration::from_millis(quiet_ms);
+            let plan = exchange::Plan { streams, messages, size, pattern, resilient, quiet };
             let report = exchange::run(Arc::from(tlab_transports::by_name(&transport)?), config, plan).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -289,7 +337,13 @@ fn list(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(name: &str, listen: SocketAddr, token: String, limits: Limits) -> anyhow::Result<()> {
+async fn serve(
+    name: &str,
+    listen: SocketAddr,
+    token: String,
+    limits: Limits,
+    connections: ConnectionArgs,
+) -> anyhow::Result<()> {
     let transport = tlab_transports::by_name(name)?;
     let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
     names.dedup();
@@ -302,6 +356,8 @@ async fn serve(name: &str, listen: SocketAddr, token: String, limits: Limits) ->
         limits,
         service: Arc::new(EchoService::default()),
         congestion: tlab_core::config::CongestionControl::default(),
+        deadlines: connections.deadlines(),
+        max_connections_per_ip: connections.max_connections_per_ip,
     };
     let server = transport.serve(config).await.with_context(|| format!("starting {name} on {listen}"))?;
     let announcement = serde_json::json!({
@@ -337,8 +393,13 @@ fn print_report(r: &exchange::Report) {
         r.transport, r.pattern, r.streams, r.messages, r.size, r.elapsed_s, r.goodput_mbit_s
     );
     println!(
-        "delivered {}  lost {}  duplicated {}  out-of-order {}  reconnects {}",
-        r.delivery.delivered, r.delivery.lost, r.delivery.duplicated, r.delivery.out_of_order, r.reconnects
+        "delivered {} ({:.1} %)  lost {}  duplicated {}  out-of-order {}  reconnects {}",
+        r.delivery.delivered,
+        r.delivery_ratio * 100.0,
+        r.delivery.lost,
+        r.delivery.duplicated,
+        r.delivery.out_of_order,
+        r.reconnects
     );
     if let Some(l) = r.latency {
         let kind = if r.pattern == exchange::Pattern::Echo { "round-trip" } else { "one-way" };

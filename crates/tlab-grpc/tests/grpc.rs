@@ -35,6 +35,8 @@ impl Fixture {
             limits,
             service: service.clone(),
             congestion: tlab_core::config::CongestionControl::default(),
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         let server = GrpcTransport::new().serve(config).await.unwrap();
         Self { server, pin, service }
@@ -147,7 +149,7 @@ async fn resumable_stream_goes_through_the_bidi_rpc_with_its_open() {
         let open = StreamOpen {
             stream: 2,
             mode: StreamMode::Echo,
-            resume: Some(ResumeFrom { session: 0xfeed, next_expected: 0 }),
+            resume: Some(ResumeFrom { session: 0xfeed, next_expected: 0, reopen: false }),
         };
         let MessageStream { mut sink, mut source } = conn.open_stream(open).await.unwrap();
         let first = source.recv().await.unwrap().unwrap();

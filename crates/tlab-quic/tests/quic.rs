@@ -41,6 +41,8 @@ impl Fixture {
             limits,
             service: service.clone(),
             congestion,
+            deadlines: tlab_core::Deadlines::default(),
+            max_connections_per_ip: None,
         };
         let server = QuicTransport::new().serve(config).await.unwrap();
         Self { server, pin, service }
@@ -194,7 +196,7 @@ async fn resumable_stream_starts_with_resume() {
     bounded(async {
         let fx = Fixture::start(Limits::default()).await;
         let conn = fx.connect().await;
-        let resume = Some(tlab_core::config::ResumeFrom { session: 0xfeed, next_expected: 0 });
+        let resume = Some(tlab_core::config::ResumeFrom { session: 0xfeed, next_expected: 0, reopen: false });
         let MessageStream { mut sink, mut source } =
             conn.open_stream(StreamOpen { stream: 2, mode: StreamMode::Echo, resume }).await.unwrap();
         let first = source.recv().await.unwrap().unwrap();

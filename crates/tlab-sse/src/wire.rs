@@ -47,6 +47,8 @@ pub(crate) fn stream_open(query: &str, last_event_id: Option<&str>) -> Result<St
         let last: u64 =
             last.trim().parse().map_err(|_| Error::Protocol(format!("Last-Event-ID `{last}` is not a seq")))?;
         resume.next_expected = last + 1;
+        // A browser's automatic reconnect: it saw events before, so the session must be known.
+        resume.reopen = true;
     }
     Ok(open)
 }
@@ -164,7 +166,7 @@ mod tests {
         assert_eq!(stream_open("stream=1", Some("41")).unwrap().resume, None);
         assert!(matches!(stream_open("session=ab", Some("x")), Err(Error::Protocol(_))));
         let open = stream_open("stream=2&session=ff&conn=1&token=t", Some("0")).unwrap();
-        assert_eq!(open.resume, Some(ResumeFrom { session: 0xff, next_expected: 1 }));
+        assert_eq!(open.resume, Some(ResumeFrom { session: 0xff, next_expected: 1, reopen: true }));
     }
 
     #[test]

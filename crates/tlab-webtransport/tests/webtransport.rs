@@ -71,7 +71,7 @@ async fn datagram_mode_refuses_source_sink_and_resumable_streams() {
     let resumable = StreamOpen {
         stream: 1,
         mode: StreamMode::Echo,
-        resume: Some(tlab_core::config::ResumeFrom { session: 1, next_expected: 0 }),
+        resume: Some(tlab_core::config::ResumeFrom { session: 1, next_expected: 0, reopen: false }),
     };
     assert!(matches!(conn.open_stream(resumable).await, Err(Error::Unsupported(_))));
     assert!(matches!(conn.rebind("127.0.0.1:0".parse().unwrap()).await, Err(Error::Unsupported(_))));
