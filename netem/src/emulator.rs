@@ -6,10 +6,16 @@
 //! never early. The TUN queues are long (txqueuelen 10000) so that the only queue that drops is the model's
 //! bottleneck.
 //!
-//! Schedule events: a NAT rebinding is rewritten in the forwarder (the client's source becomes [`CLIENT_ALT_ADDR`],
-//! replies are mapped back). An address change makes the forwarder drop everything from or to [`CLIENT_ADDR`] at
-//! once, while a control thread (commands would stall forwarding) removes that address from the client's device
-//! and aborts its TCP connections: QUIC-style UDP flows continue from the new address, TCP must reconnect.
+//! Timing: every packet is stamped on the monotonic clock right after it is read (not once per read burst), and
+//! released no earlier than the model's due time, itself never before stamp + fixed delay; debug builds assert
+//! both at every write.
+//!
+//! Schedule events: a NAT rebinding is carried out in the forwarder by a [`Nat`]: the client's flows get a new
+//! public address ([`next_nat_address`]) and port, replies are mapped back, and packets to the old mapping still
+//! arrive until it expires (the profile's `old_mapping_s`). An address change makes the forwarder drop everything
+//! from or to [`CLIENT_ADDR`] at once, while a control thread (commands would stall forwarding) removes that
+//! address from the client's device and, with `tcp = "abort"`, aborts its TCP connections; with `tcp = "silent"`
+//! they are left to find out by themselves. QUIC-style UDP flows continue from the new address, TCP must reconnect.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -23,14 +29,22 @@ use nix::poll::{PollFd, PollFlags};
 use crate::io_error::IoError;
 use crate::namespace::NetNs;
 use crate::tun::Tun;
-use crate::{Counters, Direction, EventKind, Impairments, Link, Packet, Target};
+use crate::nat::{Inbound, Nat};
+use crate::{Counters, Direction, EventKind, Impairments, Link, Packet, Target, TcpOnMove};
 
 /// The client's address inside its namespace.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The server's address inside its namespace.
 pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-/// The client's second address: where an address change moves it, and what a NAT rebinding makes it look like.
+/// The client's second address: where an address change moves it.
 pub const CLIENT_ALT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+
+/// The public address a NAT rebinding gives the client's flows after `current` (`None` before the first):
+/// 10.77.0.101, .102, … .200, then .101 again. The server reaches them all through its device's /24.
+pub fn next_nat_address(current: Option<Ipv4Addr>) -> Ipv4Addr {
+    let last = current.map_or(100, |a| a.octets()[3]);
+    Ipv4Addr::new(10, 77, 0, if (101..200).contains(&last) { last + 1 } else { 101 })
+}
 
 /// The link's device in each namespace (a TUN device, or a veth end for the kernel backend).
 pub(crate) const DEVICE: &str = "tlab0";
@@ -52,6 +66,8 @@ pub struct LinkCounters {
     pub events: u64,
     /// Packets from or to the client's old address after an address change, dropped: that address is gone.
     pub old_address_dropped: u64,
+    /// Packets the server sent to an expired NAT mapping, dropped.
+    pub nat_expired_dropped: u64,
 }
 
 /// Both namespaces with IPv6 off, secondary-address promotion on and the same TCP congestion control; returns it.
@@ -86,12 +102,16 @@ pub(crate) fn configure_addresses(client: &NetNs, server: &NetNs) -> Result<(), 
 /// Carries out an event that needs commands in the client's namespace (the NAT rebinding lives in the forwarder).
 ///
 /// An address change deletes [`CLIENT_ADDR`]; [`CLIENT_ALT_ADDR`] is promoted, so new sockets and unconnected UDP
-/// sockets (QUIC) send from it. TCP connections bound to the old address are aborted (`ss -K`, ECONNABORTED), as a
-/// mobile OS does when it leaves a network; without kernel support for that they die by retransmission timeout.
+/// sockets (QUIC) send from it. With [`TcpOnMove::Abort`] TCP connections bound to the old address are aborted
+/// (`ss -K`, ECONNABORTED), as a mobile OS does when it leaves a network; without kernel support for that, and
+/// with [`TcpOnMove::Silent`], nothing tells them: their packets vanish and they die by retransmission timeout or
+/// the application's own heartbeat.
 pub(crate) fn carry_out(client: &NetNs, kind: EventKind) -> Result<(), IoError> {
-    if kind == EventKind::AddressChange {
+    if let EventKind::AddressChange { tcp } = kind {
         client.ip(&["addr", "del", &format!("{CLIENT_ADDR}/24"), "dev", DEVICE])?;
-        client.exec("ss", &["-K", "-t", "src", &CLIENT_ADDR.to_string()])?;
+        if tcp == TcpOnMove::Abort {
+            client.exec("ss", &["-K", "-t", "src", &CLIENT_ADDR.to_string()])?;
+        }
     }
     Ok(())
 }
@@ -118,10 +138,10 @@ enum LinkCommand {
     Blackhole(Target, Duration),
 }
 
-/// Gives the forwarding thread a real-time priority (SCHED_FIFO 10) so that busy CPUs — the endpoints, or anything
-/// else on the machine — do not delay its wake-ups by a scheduler time slice (milliseconds), which would release
-/// packets late. Best effort: without the privilege it stays a normal thread.
-fn make_realtime(tid: nix::unistd::Pid) -> bool {
+/// Gives a thread (the forwarder, or the selftest's probe receiver) a real-time priority (SCHED_FIFO 10) so that
+/// busy CPUs — the endpoints, or anything else on the machine — do not delay its wake-ups by a scheduler time slice
+/// (milliseconds), which would release packets late. Best effort: without the privilege it stays a normal thread.
+pub(crate) fn make_realtime(tid: nix::unistd::Pid) -> bool {
     std::process::Command::new("chrt")
         .args(["-f", "-p", "10", &tid.to_string()])
         .output()
@@ -163,7 +183,7 @@ impl EmulatedLink {
             stop: stop.clone(),
             control: control_tx,
             commands: command_rx,
-            nat: false,
+            nat: Nat::new(),
             moved: false,
             pool: Vec::new(),
         };
@@ -253,8 +273,8 @@ struct Forwarder {
     control: mpsc::Sender<EventKind>,
     /// Changes asked by [`EmulatedLink`]'s owner while the link runs.
     commands: mpsc::Receiver<LinkCommand>,
-    /// After a NAT rebinding the client's flows appear to come from [`CLIENT_ALT_ADDR`].
-    nat: bool,
+    /// Identity until the first NAT rebinding, then the client's flows appear to come from its public mappings.
+    nat: Nat,
     /// After an address change [`CLIENT_ADDR`] no longer exists on the path.
     moved: bool,
     /// Buffers of released packets, reused for new ones instead of allocating per packet.
@@ -283,15 +303,18 @@ impl Forwarder {
             while let Some(event) = self.link.poll_event(now) {
                 io.events += 1;
                 match event.kind {
-                    EventKind::NatRebind => self.nat = true,
-                    EventKind::AddressChange => self.moved = true,
+                    EventKind::NatRebind { old_mapping } => {
+                        let public = next_nat_address(self.nat.public_address());
+                        self.nat.rebind(event.at, public, old_mapping);
+                    }
+                    EventKind::AddressChange { .. } => self.moved = true,
                 }
                 // A closed channel means the control thread failed; its error surfaces when the link stops.
                 let _ = self.control.send(event.kind);
             }
-            self.read_burst(Direction::Uplink, &mut buf, now, &mut io)?;
-            self.read_burst(Direction::Downlink, &mut buf, now, &mut io)?;
-            self.release_due(now, &mut io)?;
+            self.read_burst(Direction::Uplink, &mut buf, start, &mut io)?;
+            self.read_burst(Direction::Downlink, &mut buf, start, &mut io)?;
+            self.release_due(start, &mut io)?;
             {
                 let mut shared = self.counters.lock().unwrap();
                 *shared = LinkCounters {
@@ -305,13 +328,16 @@ impl Forwarder {
         Ok(())
     }
 
-    fn read_burst(&mut self, direction: Direction, buf: &mut [u8], now: Duration, io: &mut LinkCounters) -> Result<(), IoError> {
+    /// Reads up to [`READ_BURST`] packets from one side, stamping each on the monotonic clock right after its read.
+    fn read_burst(&mut self, direction: Direction, buf: &mut [u8], start: Instant, io: &mut LinkCounters) -> Result<(), IoError> {
         let tun = match direction {
             Direction::Uplink => &self.client_tun,
             Direction::Downlink => &self.server_tun,
         };
         for _ in 0..READ_BURST {
             let Some(n) = tun.recv(buf)? else { break };
+            // After the read, so the stamp is never earlier than the packet's arrival.
+            let arrived = start.elapsed();
             if n == 0 || buf[0] >> 4 != 4 {
                 io.non_ipv4 += 1;
                 continue;
@@ -329,26 +355,38 @@ impl Forwarder {
             let mut packet = self.pool.pop().unwrap_or_default();
             packet.clear();
             packet.extend_from_slice(&buf[..n]);
-            if self.nat {
-                // Packets the rewriter cannot parse (fragments, other protocols) pass unchanged.
-                let _unparsed = match direction {
-                    Direction::Uplink => crate::ipv4::rewrite_source(&mut packet, CLIENT_ALT_ADDR, None),
-                    Direction::Downlink => crate::ipv4::rewrite_destination(&mut packet, CLIENT_ADDR, None),
-                };
+            // Packets the NAT cannot parse (malformed) pass unchanged.
+            let verdict = match direction {
+                Direction::Uplink => self.nat.outbound(&mut packet).map(|()| Inbound::Forward),
+                Direction::Downlink => self.nat.inbound(&mut packet, arrived),
+            };
+            if verdict == Ok(Inbound::Expired) {
+                io.nat_expired_dropped += 1;
+                self.pool.push(packet);
+                continue;
             }
-            self.link.push(direction, packet, now);
+            self.link.push(direction, packet, arrived);
         }
         Ok(())
     }
 
-    fn release_due(&mut self, now: Duration, io: &mut LinkCounters) -> Result<(), IoError> {
+    /// Writes out every packet due by now; debug builds check that none leaves before its arrival + fixed delay.
+    fn release_due(&mut self, start: Instant, io: &mut LinkCounters) -> Result<(), IoError> {
+        let now = start.elapsed();
         for (direction, tun) in [(Direction::Uplink, &self.server_tun), (Direction::Downlink, &self.client_tun)] {
-            while let Some(packet) = self.link.poll_release(direction, now) {
-                if !tun.send(&packet)? {
+            while let Some(release) = self.link.poll_release_timed(direction, now) {
+                debug_assert!(
+                    release.departs <= now && release.arrived + release.min_delay <= release.departs,
+                    "released early: arrived {:?}, fixed delay {:?}, due {:?}, released {now:?}",
+                    release.arrived,
+                    release.min_delay,
+                    release.departs
+                );
+                if !tun.send(&release.packet)? {
                     io.write_refused += 1;
                 }
                 if self.pool.len() < POOL_LIMIT {
-                    self.pool.push(packet);
+                    self.pool.push(release.packet);
                 }
             }
         }

@@ -3,12 +3,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::emulator::{EmulatedLink, SERVER_ADDR};
+use crate::emulator::{EmulatedLink, SERVER_ADDR, make_realtime};
 use crate::namespace::NetNs;
 use crate::{IoError, Link, Profile};
 
@@ -91,8 +90,9 @@ pub fn mathis_bps(mss: f64, rtt: Duration, p: f64) -> f64 {
     mss * 8.0 / rtt.as_secs_f64() * 1.22 / p.sqrt()
 }
 
-fn realtime_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).expect("CLOCK_REALTIME");
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every namespace of the host, never stepped by NTP.
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
@@ -102,33 +102,32 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> IoError + '_ {
 
 /// Sends `count` UDP probes client → server at `interval`; returns the one-way delays (ns) of those that arrived.
 ///
-/// Each delay runs from the sender's clock reading just before `send` to the kernel's receive timestamp
-/// (SO_TIMESTAMPNS, taken when the emulator injects the packet), so neither thread's scheduling latency counts —
-/// only the emulator's. Both ends read CLOCK_REALTIME, the kernel stamp's clock.
+/// Each delay runs from the sender's CLOCK_MONOTONIC reading just before `send` to the receiver's reading just
+/// after `recv` returns. Client and server share the host, so both read the same clock (the wall clock could be
+/// stepped or slewed in between). The receiver runs at real-time priority when it may, but its wake-up latency
+/// still counts: the measured error is an upper bound of the emulator's own, and a negative one can only mean a
+/// packet left early.
 pub(crate) fn udp_probes(link: &EmulatedLink, count: u64, interval: Duration) -> Result<Vec<u64>, IoError> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, sockopt};
     let server = link.server().run(|| UdpSocket::bind((SERVER_ADDR, 5999)))?.map_err(io("binding the probe receiver"))?;
     server.set_read_timeout(Some(Duration::from_secs(2))).map_err(io("probe timeout"))?;
-    setsockopt(&server, sockopt::ReceiveTimestampns, &true).map_err(|e| IoError::os("SO_TIMESTAMPNS", e))?;
     let client = link.client().run(|| UdpSocket::bind("0.0.0.0:0"))?.map_err(io("binding the probe sender"))?;
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
+        let _ = tid_tx.send(nix::unistd::gettid());
         let mut delays = Vec::new();
         let mut buf = [0u8; 64];
-        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
-        loop {
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            // A timeout (EAGAIN) ends the run: the sender is done.
-            let Ok(msg) = recvmsg::<()>(server.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) else { break };
-            let stamp = msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
-                ControlMessageOwned::ScmTimestampns(ts) => Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64),
-                _ => None,
-            });
-            if let (Some(stamp), true) = (stamp, msg.bytes >= 8) {
-                delays.push(stamp.saturating_sub(u64::from_be_bytes(buf[..8].try_into().expect("8 bytes"))));
+        // A timeout ends the run: the sender is done.
+        while let Ok(n) = server.recv(&mut buf) {
+            let received = monotonic_ns();
+            if n >= 8 {
+                delays.push(received.saturating_sub(u64::from_be_bytes(buf[..8].try_into().expect("8 bytes"))));
             }
         }
         delays
     });
+    if let Ok(tid) = tid_rx.recv() {
+        make_realtime(tid);
+    }
     let start = Instant::now();
     for i in 0..count {
         let due = start + interval * i as u32;
@@ -136,7 +135,7 @@ pub(crate) fn udp_probes(link: &EmulatedLink, count: u64, interval: Duration) ->
             std::thread::sleep(wait);
         }
         let mut probe = [0u8; 64];
-        probe[..8].copy_from_slice(&realtime_ns().to_be_bytes());
+        probe[..8].copy_from_slice(&monotonic_ns().to_be_bytes());
         client.send_to(&probe, (SERVER_ADDR, 5999)).map_err(io("sending a probe"))?;
     }
     receiver.join().map_err(|_| IoError::Setup("probe receiver panicked".into()))

@@ -380,7 +380,7 @@ async fn steady_echo(
         let (link_started, alternate) = (ctx.link_started, ctx.alternate_local);
         tokio::spawn(async move {
             match event {
-                Some((at, EventKind::AddressChange)) if native => {
+                Some((at, EventKind::AddressChange { .. })) if native => {
                     tokio::time::sleep_until(link_started + at).await;
                     // A transport that cannot move its connection falls back on reconnect + resume.
                     match session.rebind(alternate).await {

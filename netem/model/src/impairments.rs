@@ -32,7 +32,9 @@ pub struct Jitter {
     pub mean: Duration,
     /// Shape of the extra-delay distribution.
     pub distribution: JitterDistribution,
-    /// Whether a packet may overtake an earlier one; if not, a packet never leaves before its predecessor.
+    /// Whether a packet may overtake an earlier one. If so, each packet draws its extra delay independently; if
+    /// not, the extra delay is one slowly varying function of time (see [`crate::jitter`]), so a packet never
+    /// leaves before its predecessor and its delay has the configured distribution at any packet rate.
     pub reorder: bool,
 }
 

@@ -222,12 +222,13 @@ fn set_word(packet: &mut [u8], at: usize, value: u16) {
     packet[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
+/// Packets for tests, built with checksums computed independently of the code under test.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::{TCP, UDP};
 
     /// Builds an IPv4 packet with correct checksums, computed independently of the code under test.
-    fn build(protocol: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn build(protocol: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         let transport_len = if protocol == TCP { 20 } else { 8 };
         let total = 20 + transport_len + payload.len();
         let mut p = vec![0u8; total];
@@ -278,6 +279,12 @@ mod tests {
         }
         !(sum as u16)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::build;
+    use super::*;
 
     #[test]
     fn built_packets_verify_and_corruption_is_detected() {

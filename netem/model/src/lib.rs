@@ -2,7 +2,8 @@
 //! packet — loss (Bernoulli, Gilbert-Elliott), duplication, corruption, a rate-limited drop-tail bottleneck or a
 //! Mahimahi delivery trace, delay with jitter, blackhole windows, timed schedules — plus the TOML profiles that
 //! configure it ([`Profile`]), the pure profile → `tc` netem arguments mapping ([`tc`]), the IPv4 parsing and
-//! rewriting behind address-change and NAT-rebinding events ([`ipv4`]) and seed derivation ([`derive_seed`]).
+//! rewriting behind address-change and NAT-rebinding events ([`ipv4`]), the NAT itself with its expiring mappings
+//! ([`nat`]), the order-keeping jitter process ([`jitter`]) and seed derivation ([`derive_seed`]).
 //! No nix, no libc, no threads, no clock reads, no sockets: the caller passes `now` (time since the link started) to
 //! [`Link::push`] and [`Link::poll_release`] and sleeps until [`Link::next_wakeup`], so a link is deterministic for a
 //! given seed and testable on virtual time. The only I/O is reading a profile or trace file when asked to
@@ -11,7 +12,9 @@
 
 mod impairments;
 pub mod ipv4;
+pub mod jitter;
 mod link;
+pub mod nat;
 mod pipeline;
 mod profile;
 mod seed;
@@ -20,8 +23,9 @@ pub mod tc;
 pub mod trace;
 
 pub use impairments::{Bottleneck, Impairments, ImpairmentsPatch, Jitter, JitterDistribution, LossModel};
-pub use link::{Direction, EventKind, Link, LinkEvent, Target};
+pub use link::{Direction, EventKind, Link, LinkEvent, Target, TcpOnMove};
 pub use pipeline::{Counters, Pipeline, Tally};
+pub use stage::Release;
 pub use profile::{Profile, ProfileError, ScheduleAction, ScheduleEntry};
 pub use seed::derive_seed;
 pub use trace::DeliveryTrace;

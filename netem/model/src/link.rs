@@ -10,6 +10,7 @@ use crate::impairments::{Impairments, ImpairmentsPatch};
 use crate::pipeline::Pipeline;
 use crate::profile::{Profile, ScheduleAction};
 use crate::seed::derive_seed;
+use crate::stage::Release;
 
 /// One direction of the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,13 +45,32 @@ impl Target {
 }
 
 /// Something the I/O layer must do because the schedule says so; the model itself cannot rewrite routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// The client moves to a new IP address (its packets leave from the new address from now on).
-    AddressChange,
-    /// A NAT between client and server picks a new public address for the client's flows (the port stays).
-    NatRebind,
+    /// The client moves to a new IP address (its packets leave from the new address from now on); everything
+    /// from or to the old address vanishes on the path.
+    AddressChange {
+        /// What happens to the client's TCP connections bound to the old address.
+        tcp: TcpOnMove,
+    },
+    /// A NAT between client and server gives the client's flows a new public address *and* port (see
+    /// [`crate::nat::Nat`]).
+    NatRebind {
+        /// How long the NAT still forwards packets sent to the old mapping; zero = it is gone at once.
+        old_mapping: Duration,
+    },
+}
+
+/// What happens to the client's TCP connections when its address changes (profile key `tcp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TcpOnMove {
+    /// Aborted at once (ECONNABORTED), as a mobile OS does when it leaves a network.
+    #[default]
+    Abort,
+    /// Left alone: their packets vanish with the old address, and TCP finds out by itself (retransmission timeout,
+    /// or the application's own heartbeat).
+    Silent,
 }
 
 /// A scheduled event that has come due.
@@ -143,8 +163,13 @@ impl Link {
 
     /// The next packet leaving the link in `direction` at or before `now`, if any.
     pub fn poll_release(&mut self, direction: Direction, now: Duration) -> Option<Packet> {
+        self.poll_release_timed(direction, now).map(|r| r.packet)
+    }
+
+    /// Like [`Link::poll_release`], with the packet's arrival, due time and fixed delay (see [`Release`]).
+    pub fn poll_release_timed(&mut self, direction: Direction, now: Duration) -> Option<Release> {
         self.apply_due_changes(now);
-        self.pipeline_mut(direction).poll_release(now)
+        self.pipeline_mut(direction).poll_release_timed(now)
     }
 
     /// The next scheduled event due at or before `now`, if any, in schedule order.

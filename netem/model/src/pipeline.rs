@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::Packet;
 use crate::impairments::Impairments;
 use crate::seed::derive_seed;
-use crate::stage::{BlackholeStage, BottleneckStage, CorruptStage, DelayStage, DuplicateStage, LossStage, Stage};
+use crate::stage::{
+    BlackholeStage, BottleneckStage, CorruptStage, DelayStage, DuplicateStage, InFlight, LossStage, Release, Stage,
+};
 
 /// A packet and byte count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,7 +102,7 @@ impl Pipeline {
         self.duplicate.set_probability(config.duplicate);
         self.corrupt.set_probability(config.corrupt);
         self.bottleneck.reconfigure(&config.bottleneck, config.queue_bytes, self.clock);
-        self.delay.reconfigure(config.delay, config.jitter);
+        self.delay.reconfigure(config.delay, config.jitter, self.clock);
         self.config = config;
     }
 
@@ -113,17 +115,23 @@ impl Pipeline {
     pub fn push(&mut self, packet: Packet, now: Duration) {
         self.advance(now);
         self.counters.input.add(packet.len());
-        self.blackhole.push(packet, self.clock, &mut self.counters);
+        self.blackhole.push(InFlight { packet, arrived: self.clock }, self.clock, &mut self.counters);
         // Let the packet pass the instantaneous stages now, so that `next_release_time` is not merely "now".
         self.advance(now);
     }
 
     /// Returns the next packet whose release time is at or before `now`, if any.
     pub fn poll_release(&mut self, now: Duration) -> Option<Packet> {
+        self.poll_release_timed(now).map(|r| r.packet)
+    }
+
+    /// Like [`Pipeline::poll_release`], with the packet's arrival, due time and fixed delay, so that an I/O loop
+    /// can check it never releases a packet early.
+    pub fn poll_release_timed(&mut self, now: Duration) -> Option<Release> {
         self.advance(now);
-        let (packet, _) = self.delay.pop_due(self.clock)?;
-        self.counters.output.add(packet.len());
-        Some(packet)
+        let release = self.delay.pop_release(self.clock)?;
+        self.counters.output.add(release.packet.len());
+        Some(release)
     }
 
     /// When the pipeline next needs attention: never later than the next release. It may be earlier (a packet

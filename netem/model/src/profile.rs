@@ -23,9 +23,21 @@
 //! blackhole_s = 2        # drop everything entering the link during [8 s, 10 s)
 //! [[schedule]]
 //! at_s = 10
-//! event = "address-change"   # or "nat-rebind": reported to the I/O layer by `Link::poll_event`
+//! event = "address-change"   # reported to the I/O layer by `Link::poll_event`
+//! tcp = "abort"              # abort the client's TCP connections at once (default), or "silent"
+//! [[schedule]]
+//! at_s = 12
+//! event = "nat-rebind"       # the client's flows get a new public address and port
+//! old_mapping_s = 0          # how long packets to the old mapping still arrive (default 0: gone at once)
 //! ```
-//! Each `[[schedule]]` entry has exactly one of `set`, `blackhole_s`, `event`.
+//! Each `[[schedule]]` entry has exactly one of `set`, `blackhole_s`, `event`; `tcp` goes only with an address
+//! change, `old_mapping_s` only with a NAT rebinding.
+//!
+//! Jitter: with `reorder = true` every packet draws its extra delay independently (packets overtake each other).
+//! With `reorder = false` (the default) the extra delay is one process of time — a value per slot of 20 × the
+//! mean, its steps down smoothed so the delay never shrinks faster than time passes — so every packet's extra
+//! delay has the configured distribution at any packet rate, and order is kept; packets within a slot see nearly
+//! the same delay (see [`crate::jitter`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +46,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::impairments::{Bottleneck, ImpairmentsPatch, Impairments, Jitter, JitterDistribution, LossModel};
-use crate::link::{EventKind, Target};
+use crate::link::{EventKind, Target, TcpOnMove};
 use crate::trace::{DeliveryTrace, TraceError};
 
 /// Why a profile could not be loaded. Every variant names where the profile came from.
@@ -276,7 +288,16 @@ struct RawScheduleEntry {
     direction: Option<Target>,
     set: Option<RawLink>,
     blackhole_s: Option<f64>,
-    event: Option<EventKind>,
+    event: Option<RawEvent>,
+    tcp: Option<TcpOnMove>,
+    old_mapping_s: Option<f64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawEvent {
+    AddressChange,
+    NatRebind,
 }
 
 /// Where `trace = "…"` paths are looked up.
@@ -419,6 +440,18 @@ impl Parser {
         Ok(Arc::new(trace))
     }
 
+    fn event(&self, name: &str, kind: RawEvent, raw: &RawScheduleEntry) -> Result<EventKind, ProfileError> {
+        Ok(match kind {
+            RawEvent::AddressChange => EventKind::AddressChange { tcp: raw.tcp.unwrap_or_default() },
+            RawEvent::NatRebind => EventKind::NatRebind {
+                old_mapping: match raw.old_mapping_s {
+                    Some(secs) => self.duration(&format!("{name}.old_mapping_s"), secs, 1.0)?,
+                    None => Duration::ZERO,
+                },
+            },
+        })
+    }
+
     fn schedule_entry(&self, name: &str, raw: &RawScheduleEntry) -> Result<ScheduleEntry, ProfileError> {
         let at = self.duration(&format!("{name}.at_s"), raw.at_s, 1.0)?;
         let target = raw.direction.unwrap_or_default();
@@ -438,10 +471,16 @@ impl Parser {
                     let reason = "events concern the client, not a direction";
                     return Err(self.invalid(&format!("{name}.direction"), reason));
                 }
-                ScheduleAction::Event(kind)
+                ScheduleAction::Event(self.event(name, kind, raw)?)
             }
             _ => return Err(self.invalid(name, "needs exactly one of `set`, `blackhole_s`, `event`")),
         };
+        if !matches!(raw.event, Some(RawEvent::AddressChange)) && raw.tcp.is_some() {
+            return Err(self.invalid(&format!("{name}.tcp"), "goes only with `event = \"address-change\"`"));
+        }
+        if !matches!(raw.event, Some(RawEvent::NatRebind)) && raw.old_mapping_s.is_some() {
+            return Err(self.invalid(&format!("{name}.old_mapping_s"), "goes only with `event = \"nat-rebind\"`"));
+        }
         Ok(ScheduleEntry { at, action })
     }
 }
@@ -533,6 +572,42 @@ mod tests {
             &error("name = \"x\"\n[downlink]\ntrace = \"missing.trace\"\n"),
             &["`downlink.trace`", "dir/missing.trace"],
         );
+    }
+
+    #[test]
+    fn events_carry_their_tcp_behaviour_and_old_mapping_time() {
+        let p = Profile::from_str(
+            "name = \"e\"\n[[schedule]]\nat_s = 1\nevent = \"address-change\"\ntcp = \"silent\"\n\
+             [[schedule]]\nat_s = 2\nevent = \"nat-rebind\"\nold_mapping_s = 2.5\n\
+             [[schedule]]\nat_s = 3\nevent = \"address-change\"\n[[schedule]]\nat_s = 4\nevent = \"nat-rebind\"\n",
+            "e.toml",
+        )
+        .unwrap();
+        let events: Vec<EventKind> = p
+            .schedule
+            .iter()
+            .map(|e| match e.action {
+                ScheduleAction::Event(kind) => kind,
+                _ => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            events,
+            [
+                EventKind::AddressChange { tcp: TcpOnMove::Silent },
+                EventKind::NatRebind { old_mapping: Duration::from_millis(2500) },
+                EventKind::AddressChange { tcp: TcpOnMove::Abort },
+                EventKind::NatRebind { old_mapping: Duration::ZERO },
+            ]
+        );
+        let entry = |extra: &str| format!("name = \"x\"\n[[schedule]]\nat_s = 1\n{extra}\n");
+        assert_mentions(&error(&entry("event = \"nat-rebind\"\ntcp = \"silent\"")), &["`schedule#1.tcp`", "address-change"]);
+        assert_mentions(
+            &error(&entry("event = \"address-change\"\nold_mapping_s = 1")),
+            &["`schedule#1.old_mapping_s`", "nat-rebind"],
+        );
+        assert_mentions(&error(&entry("event = \"nat-rebind\"\nold_mapping_s = -1")), &["`schedule#1.old_mapping_s`", "≥ 0"]);
+        assert_mentions(&error(&entry("event = \"address-change\"\ntcp = \"reset\"")), &["unknown variant `reset`"]);
     }
 
     #[test]

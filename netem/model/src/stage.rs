@@ -14,12 +14,47 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, Pareto};
 
 use crate::Packet;
-use crate::impairments::{Bottleneck, Jitter, JitterDistribution, LossModel};
+use crate::impairments::{Bottleneck, Jitter, LossModel};
+use crate::jitter::{DelayProcess, JitterSampler};
 use crate::pipeline::Counters;
 use crate::trace::DeliveryTrace;
+
+/// A packet inside a pipeline, with the time it entered the link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// The packet's bytes.
+    pub packet: Packet,
+    /// When it entered the link (the `now` it was pushed at).
+    pub arrived: Duration,
+}
+
+impl InFlight {
+    /// The packet's length in bytes.
+    pub fn len(&self) -> usize {
+        self.packet.len()
+    }
+
+    /// Whether the packet has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.packet.is_empty()
+    }
+}
+
+/// A packet leaving a pipeline, with what is needed to check that it did not leave early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// The packet's bytes.
+    pub packet: Packet,
+    /// When it entered the link.
+    pub arrived: Duration,
+    /// Its due time: when the model lets it leave (at or before the `now` it was polled at).
+    pub departs: Duration,
+    /// The fixed delay it was given (the one configured when it reached the delay stage); the model guarantees
+    /// `departs ≥ arrived + min_delay`.
+    pub min_delay: Duration,
+}
 
 /// One step of a link direction, driven on virtual time.
 ///
@@ -27,23 +62,23 @@ use crate::trace::DeliveryTrace;
 /// [`crate::Pipeline`] guarantees both by always moving the globally earliest due packet first.
 pub trait Stage {
     /// Accepts `packet` arriving at `at`; drops are recorded in `counters`.
-    fn push(&mut self, packet: Packet, at: Duration, counters: &mut Counters);
+    fn push(&mut self, packet: InFlight, at: Duration, counters: &mut Counters);
     /// Departure time of the next packet this stage holds, if any.
     fn next_due(&self) -> Option<Duration>;
     /// Removes the next packet if it departs at or before `now`, returning it with its exact departure time.
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)>;
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)>;
 }
 
 /// FIFO of packets that depart at their arrival time: the output side of the stateless stages.
 #[derive(Debug, Default)]
-struct Passthrough(VecDeque<(Packet, Duration)>);
+struct Passthrough(VecDeque<(InFlight, Duration)>);
 
 impl Passthrough {
     fn next_due(&self) -> Option<Duration> {
         self.0.front().map(|(_, at)| *at)
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
         if self.next_due()? <= now { self.0.pop_front() } else { None }
     }
 }
@@ -63,7 +98,7 @@ impl BlackholeStage {
 }
 
 impl Stage for BlackholeStage {
-    fn push(&mut self, packet: Packet, at: Duration, counters: &mut Counters) {
+    fn push(&mut self, packet: InFlight, at: Duration, counters: &mut Counters) {
         if self.windows.iter().any(|w| w.contains(&at)) {
             counters.dropped_blackhole.add(packet.len());
         } else {
@@ -75,7 +110,7 @@ impl Stage for BlackholeStage {
         self.out.next_due()
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
         self.out.pop_due(now)
     }
 }
@@ -120,7 +155,7 @@ impl LossStage {
 }
 
 impl Stage for LossStage {
-    fn push(&mut self, packet: Packet, at: Duration, counters: &mut Counters) {
+    fn push(&mut self, packet: InFlight, at: Duration, counters: &mut Counters) {
         if self.lose() {
             counters.dropped_loss.add(packet.len());
         } else {
@@ -132,7 +167,7 @@ impl Stage for LossStage {
         self.out.next_due()
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
         self.out.pop_due(now)
     }
 }
@@ -158,7 +193,7 @@ impl DuplicateStage {
 }
 
 impl Stage for DuplicateStage {
-    fn push(&mut self, packet: Packet, at: Duration, counters: &mut Counters) {
+    fn push(&mut self, packet: InFlight, at: Duration, counters: &mut Counters) {
         if self.probability > 0.0 && self.rng.random_bool(self.probability) {
             counters.duplicated.add(packet.len());
             self.out.0.push_back((packet.clone(), at));
@@ -170,7 +205,7 @@ impl Stage for DuplicateStage {
         self.out.next_due()
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
         self.out.pop_due(now)
     }
 }
@@ -196,10 +231,10 @@ impl CorruptStage {
 }
 
 impl Stage for CorruptStage {
-    fn push(&mut self, mut packet: Packet, at: Duration, counters: &mut Counters) {
+    fn push(&mut self, mut packet: InFlight, at: Duration, counters: &mut Counters) {
         if !packet.is_empty() && self.probability > 0.0 && self.rng.random_bool(self.probability) {
             let i = self.rng.random_range(0..packet.len());
-            packet[i] ^= 0xff;
+            packet.packet[i] ^= 0xff;
             counters.corrupted.add(packet.len());
         }
         self.out.0.push_back((packet, at));
@@ -209,7 +244,7 @@ impl Stage for CorruptStage {
         self.out.next_due()
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
         self.out.pop_due(now)
     }
 }
@@ -279,7 +314,7 @@ pub struct BottleneckStage {
     config: Bottleneck,
     server: Server,
     queue_limit: Option<u64>,
-    queue: VecDeque<(Packet, Duration)>,
+    queue: VecDeque<(InFlight, Duration)>,
     queued_bytes: u64,
     head_departs: Option<Duration>,
 }
@@ -314,7 +349,7 @@ impl BottleneckStage {
 }
 
 impl Stage for BottleneckStage {
-    fn push(&mut self, packet: Packet, at: Duration, counters: &mut Counters) {
+    fn push(&mut self, packet: InFlight, at: Duration, counters: &mut Counters) {
         let len = packet.len() as u64;
         if self.queue_limit.is_some_and(|limit| self.queued_bytes + len > limit) {
             counters.dropped_queue.add(packet.len());
@@ -331,7 +366,7 @@ impl Stage for BottleneckStage {
         self.head_departs
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
         let departs = self.head_departs.filter(|&t| t <= now)?;
         let (packet, _) = self.queue.pop_front()?;
         self.queued_bytes -= packet.len() as u64;
@@ -343,50 +378,13 @@ impl Stage for BottleneckStage {
     }
 }
 
-/// Draws the non-negative extra delay of a jittered packet.
-#[derive(Debug)]
-enum JitterSampler {
-    Uniform { width: f64 },
-    Normal(Normal<f64>),
-    Pareto(Pareto<f64>, f64),
-}
-
-impl JitterSampler {
-    /// `None` for a zero mean, which needs no sampling.
-    fn new(jitter: &Jitter) -> Option<Self> {
-        let mean = jitter.mean.as_secs_f64();
-        if mean <= 0.0 {
-            return None;
-        }
-        // Profile validation guarantees a finite positive mean, for which these constructors cannot fail.
-        Some(match jitter.distribution {
-            JitterDistribution::Uniform => JitterSampler::Uniform { width: 2.0 * mean },
-            JitterDistribution::Normal => {
-                JitterSampler::Normal(Normal::new(0.0, mean * (std::f64::consts::PI / 2.0).sqrt()).expect("finite σ"))
-            }
-            JitterDistribution::Pareto => {
-                JitterSampler::Pareto(Pareto::new(2.0 * mean, 3.0).expect("positive scale"), 2.0 * mean)
-            }
-        })
-    }
-
-    fn sample(&self, rng: &mut ChaCha8Rng) -> Duration {
-        let secs = match self {
-            JitterSampler::Uniform { width } => rng.random::<f64>() * width,
-            JitterSampler::Normal(normal) => normal.sample(rng).abs(),
-            JitterSampler::Pareto(pareto, scale) => pareto.sample(rng) - scale,
-        };
-        // The clamp only guards Duration conversion against a freak tail draw.
-        Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
-    }
-}
-
 /// A packet held by the delay stage, ordered by departure time and then arrival order.
 #[derive(Debug)]
 struct Held {
     departs: Duration,
     seq: u64,
-    packet: Packet,
+    packet: InFlight,
+    min_delay: Duration,
 }
 
 impl PartialEq for Held {
@@ -409,12 +407,25 @@ impl Ord for Held {
     }
 }
 
-/// Fixed delay plus optional jitter. Without reordering a packet departs no earlier than its predecessor.
+/// How the delay stage draws a packet's extra delay.
+#[derive(Debug)]
+enum Extra {
+    None,
+    /// Reordering allowed: an independent draw per packet.
+    PerPacket(JitterSampler),
+    /// Order kept: the value at the packet's time of one delay process (see [`crate::jitter`]), so the delay a
+    /// packet sees does not depend on how many packets there are.
+    Process(DelayProcess),
+}
+
+/// Fixed delay plus optional jitter. Without reordering a packet departs no earlier than its predecessor: the
+/// order-keeping delay process guarantees it by itself, and a clamp to the latest departure covers the moments
+/// the settings change (a shrinking delay).
 #[derive(Debug)]
 pub struct DelayStage {
     delay: Duration,
-    sampler: Option<JitterSampler>,
-    reorder: bool,
+    jitter: Option<Jitter>,
+    extra: Extra,
     rng: ChaCha8Rng,
     held: BinaryHeap<Reverse<Held>>,
     seq: u64,
@@ -422,50 +433,72 @@ pub struct DelayStage {
 }
 
 impl DelayStage {
-    /// A delay stage drawing jitter from a ChaCha8 stream seeded with `seed`.
+    /// A delay stage drawing jitter from a ChaCha8 stream seeded with `seed`, its delay process starting at zero.
     pub fn new(delay: Duration, jitter: Option<Jitter>, seed: u64) -> Self {
         let mut stage = Self {
             delay,
-            sampler: None,
-            reorder: false,
+            jitter: None,
+            extra: Extra::None,
             rng: ChaCha8Rng::seed_from_u64(seed),
             held: BinaryHeap::new(),
             seq: 0,
             latest_departure: Duration::ZERO,
         };
-        stage.reconfigure(delay, jitter);
+        stage.reconfigure(delay, jitter, Duration::ZERO);
         stage
     }
 
-    /// Changes delay and jitter for packets arriving from now on; held packets keep their departure times.
-    pub fn reconfigure(&mut self, delay: Duration, jitter: Option<Jitter>) {
+    /// Changes delay and jitter for packets arriving from `now` on; held packets keep their departure times. An
+    /// unchanged jitter keeps its delay process running; a changed one starts a new process at `now`.
+    pub fn reconfigure(&mut self, delay: Duration, jitter: Option<Jitter>, now: Duration) {
         self.delay = delay;
-        self.sampler = jitter.as_ref().and_then(JitterSampler::new);
-        self.reorder = jitter.is_some_and(|j| j.reorder);
+        if jitter == self.jitter {
+            return;
+        }
+        self.jitter = jitter;
+        self.extra = match jitter {
+            Some(j) if j.reorder => JitterSampler::new(&j).map_or(Extra::None, Extra::PerPacket),
+            Some(j) => DelayProcess::new(&j, now, &mut self.rng).map_or(Extra::None, Extra::Process),
+            None => Extra::None,
+        };
+    }
+
+    /// Removes the next packet if it departs at or before `now`.
+    pub fn pop_release(&mut self, now: Duration) -> Option<Release> {
+        if self.next_due()? > now {
+            return None;
+        }
+        self.held.pop().map(|Reverse(h)| Release {
+            packet: h.packet.packet,
+            arrived: h.packet.arrived,
+            departs: h.departs,
+            min_delay: h.min_delay,
+        })
     }
 }
 
 impl Stage for DelayStage {
-    fn push(&mut self, packet: Packet, at: Duration, _counters: &mut Counters) {
-        let extra = self.sampler.as_ref().map_or(Duration::ZERO, |s| s.sample(&mut self.rng));
+    fn push(&mut self, packet: InFlight, at: Duration, _counters: &mut Counters) {
+        let extra = match &mut self.extra {
+            Extra::None => Duration::ZERO,
+            Extra::PerPacket(sampler) => sampler.sample(&mut self.rng),
+            Extra::Process(process) => process.at(at, &mut self.rng),
+        };
         let mut departs = at + self.delay + extra;
-        if !self.reorder {
+        if !matches!(self.extra, Extra::PerPacket(_)) {
             departs = departs.max(self.latest_departure);
         }
         self.latest_departure = self.latest_departure.max(departs);
         self.seq += 1;
-        self.held.push(Reverse(Held { departs, seq: self.seq, packet }));
+        self.held.push(Reverse(Held { departs, seq: self.seq, packet, min_delay: self.delay }));
     }
 
     fn next_due(&self) -> Option<Duration> {
         self.held.peek().map(|Reverse(h)| h.departs)
     }
 
-    fn pop_due(&mut self, now: Duration) -> Option<(Packet, Duration)> {
-        if self.next_due()? > now {
-            return None;
-        }
-        self.held.pop().map(|Reverse(h)| (h.packet, h.departs))
+    fn pop_due(&mut self, now: Duration) -> Option<(InFlight, Duration)> {
+        self.pop_release(now).map(|r| (InFlight { packet: r.packet, arrived: r.arrived }, r.departs))
     }
 }
 
@@ -475,6 +508,11 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    /// A packet with these bytes that entered the link at `at`.
+    fn fly(packet: Packet, at: Duration) -> InFlight {
+        InFlight { packet, arrived: at }
     }
 
     fn drain(stage: &mut impl Stage, now: Duration) -> Vec<(usize, Duration)> {
@@ -487,14 +525,14 @@ mod tests {
         let mut s = BottleneckStage::new(Bottleneck::Rate { bits_per_second: 12_000_000 }, Some(3000));
         let mut c = Counters::default();
         for _ in 0..3 {
-            s.push(vec![0; 1500], ms(0), &mut c);
+            s.push(fly(vec![0; 1500], ms(0)), ms(0), &mut c);
         }
         assert_eq!(c.dropped_queue.packets, 1);
         assert_eq!(s.queued_bytes(), 3000);
         assert_eq!(s.pop_due(ms(0) + Duration::from_nanos(999_999)), None);
         assert_eq!(drain(&mut s, ms(10)), [(1500, ms(1)), (1500, ms(2))]);
         // An idle link starts serialising at the arrival, not at the previous departure.
-        s.push(vec![0; 1500], ms(5), &mut c);
+        s.push(fly(vec![0; 1500], ms(5)), ms(5), &mut c);
         assert_eq!(drain(&mut s, ms(10)), [(1500, ms(6))]);
     }
 
@@ -504,13 +542,13 @@ mod tests {
         let mut s = BottleneckStage::new(Bottleneck::Trace(trace), None);
         let mut c = Counters::default();
         for len in [500, 500, 500, 2000] {
-            s.push(vec![0; len], ms(0), &mut c);
+            s.push(fly(vec![0; len], ms(0)), ms(0), &mut c);
         }
         // Three 500-byte packets share the opportunity at 2 ms; 2000 bytes need the ones at 4 and 6 ms.
         assert_eq!(drain(&mut s, ms(100)), [(500, ms(2)), (500, ms(2)), (500, ms(2)), (2000, ms(6))]);
         // Opportunities at 8 (wrapped 2) … 16 find the queue empty and are wasted;
         // a packet arriving at 17 ms leaves at 18 (the wrapped 6).
-        s.push(vec![0; 100], ms(17), &mut c);
+        s.push(fly(vec![0; 100], ms(17)), ms(17), &mut c);
         assert_eq!(drain(&mut s, ms(100)), [(100, ms(18))]);
     }
 
@@ -518,12 +556,12 @@ mod tests {
     fn delay_without_reorder_keeps_order_even_when_the_delay_shrinks() {
         let mut s = DelayStage::new(ms(50), None, 1);
         let mut c = Counters::default();
-        s.push(vec![1], ms(0), &mut c);
-        s.reconfigure(ms(10), None);
-        s.push(vec![2], ms(1), &mut c);
+        s.push(fly(vec![1], ms(0)), ms(0), &mut c);
+        s.reconfigure(ms(10), None, ms(1));
+        s.push(fly(vec![2], ms(1)), ms(1), &mut c);
         assert_eq!(s.pop_due(ms(49)), None);
         let out: Vec<_> = std::iter::from_fn(|| s.pop_due(ms(60))).collect();
-        assert_eq!(out, [(vec![1], ms(50)), (vec![2], ms(50))]);
+        assert_eq!(out, [(fly(vec![1], ms(0)), ms(50)), (fly(vec![2], ms(1)), ms(50))]);
     }
 
     #[test]
@@ -533,9 +571,9 @@ mod tests {
         let mut s = LossStage::new(model, 3);
         let mut c = Counters::default();
         for i in 0..10u8 {
-            s.push(vec![i], ms(0), &mut c);
+            s.push(fly(vec![i], ms(0)), ms(0), &mut c);
         }
-        let kept: Vec<u8> = std::iter::from_fn(|| s.pop_due(ms(0))).map(|(p, _)| p[0]).collect();
+        let kept: Vec<u8> = std::iter::from_fn(|| s.pop_due(ms(0))).map(|(p, _)| p.packet[0]).collect();
         assert_eq!(kept, [0, 2, 4, 6, 8]);
         assert_eq!(c.dropped_loss.packets, 5);
     }
@@ -544,10 +582,10 @@ mod tests {
     fn corruption_flips_exactly_one_byte() {
         let mut s = CorruptStage::new(1.0, 9);
         let mut c = Counters::default();
-        s.push(vec![0; 64], ms(0), &mut c);
+        s.push(fly(vec![0; 64], ms(0)), ms(0), &mut c);
         let (p, _) = s.pop_due(ms(0)).unwrap();
-        assert_eq!(p.iter().filter(|&&b| b == 0xff).count(), 1);
-        assert_eq!(p.iter().filter(|&&b| b == 0).count(), 63);
+        assert_eq!(p.packet.iter().filter(|&&b| b == 0xff).count(), 1);
+        assert_eq!(p.packet.iter().filter(|&&b| b == 0).count(), 63);
         assert_eq!(c.corrupted.packets, 1);
     }
 }

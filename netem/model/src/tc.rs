@@ -7,7 +7,9 @@
 //! What does not map exactly, and how it is approximated: netem's jitter is symmetric around its delay, the model's
 //! is an extra delay ≥ 0 with mean `m`; the mapping keeps the mean and the standard deviation of the extra delay
 //! (uniform: `delay d+m m`; half-normal: `delay d+m 0.756·m distribution normal`; Lomax(3, 2m):
-//! `delay d+m 1.732·m distribution pareto`), so a kernel packet may leave up to that much before `d`. An unbounded
+//! `delay d+m 1.732·m distribution pareto`), so a kernel packet may leave up to that much before `d`. Kernel jitter
+//! kept in order by the `pfifo` waits behind the packet ahead, so unlike the model's order-keeping delay process
+//! ([`crate::jitter`]) its added delay grows with the packet rate. An unbounded
 //! queue (`queue_bytes` unset) becomes a `tbf` limit of one second at the rate. Delivery traces have no `tc`
 //! equivalent: [`TcError::Trace`].
 
