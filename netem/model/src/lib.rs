@@ -1,6 +1,6 @@
 //! `tlab-netem-model` is transport-lab's sans-IO link model: a description of what a network path does to each IP
 //! packet — loss (Bernoulli, Gilbert-Elliott), duplication, corruption, a rate-limited drop-tail bottleneck or a
-//! Mahimahi delivery trace, delay with jitter, blackhole windows, timed schedules — plus the TOML profiles that
+//! Mahimahi delivery trace, delay with jitter, blackhole windows, targeted drops of chosen packets ([`targeted`]), timed schedules — plus the TOML profiles that
 //! configure it ([`Profile`]), the pure profile → `tc` netem arguments mapping ([`tc`]), the IPv4 parsing and
 //! rewriting behind address-change and NAT-rebinding events ([`ipv4`]), the NAT itself with its expiring mappings
 //! ([`nat`]), the order-keeping jitter process ([`jitter`]) and seed derivation ([`derive_seed`]).
@@ -19,6 +19,7 @@ mod pipeline;
 mod profile;
 mod seed;
 pub mod stage;
+pub mod targeted;
 pub mod tc;
 pub mod trace;
 
@@ -26,6 +27,7 @@ pub use impairments::{Bottleneck, Impairments, ImpairmentsPatch, Jitter, JitterD
 pub use link::{Direction, EventKind, Link, LinkEvent, Target, TcpOnMove};
 pub use pipeline::{Counters, Pipeline, Tally};
 pub use stage::Release;
+pub use targeted::{DropRule, RuleId, RuleStatus, TargetedDrop};
 pub use profile::{Profile, ProfileError, ScheduleAction, ScheduleEntry};
 pub use seed::derive_seed;
 pub use trace::DeliveryTrace;

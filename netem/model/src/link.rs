@@ -11,6 +11,7 @@ use crate::pipeline::Pipeline;
 use crate::profile::{Profile, ScheduleAction};
 use crate::seed::derive_seed;
 use crate::stage::Release;
+use crate::targeted::{DropRule, RuleId, RuleStatus, TargetedDrop};
 
 /// One direction of the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +101,7 @@ pub struct Link {
     downlink: Pipeline,
     changes: VecDeque<Change>,
     events: VecDeque<LinkEvent>,
+    next_rule: RuleId,
 }
 
 impl Link {
@@ -110,6 +112,7 @@ impl Link {
             downlink: Pipeline::new(downlink, derive_seed(seed, "downlink")),
             changes: VecDeque::new(),
             events: VecDeque::new(),
+            next_rule: 0,
         }
     }
 
@@ -145,6 +148,29 @@ impl Link {
         for &d in target.directions() {
             self.pipeline_mut(d).add_blackhole(window.clone());
         }
+    }
+
+    /// Arms a targeted-drop rule on its direction; returns its id (the `rule` of its drops).
+    pub fn arm_drop(&mut self, rule: DropRule) -> RuleId {
+        let id = self.next_rule;
+        self.next_rule += 1;
+        self.pipeline_mut(rule.direction).arm_drop(id, rule);
+        id
+    }
+
+    /// What every armed rule has matched and dropped, uplink rules first.
+    pub fn drop_rules(&self) -> Vec<RuleStatus> {
+        let mut rules = self.uplink.drop_rules();
+        rules.extend(self.downlink.drop_rules());
+        rules
+    }
+
+    /// The targeted drops of both directions logged since the last call, in time order.
+    pub fn take_drops(&mut self) -> Vec<TargetedDrop> {
+        let mut drops = self.uplink.take_drops();
+        drops.extend(self.downlink.take_drops());
+        drops.sort_by_key(|d| d.at);
+        drops
     }
 
     /// Replaces the impairments of `target` from `now` on.

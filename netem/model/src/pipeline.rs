@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::Packet;
 use crate::impairments::Impairments;
 use crate::seed::derive_seed;
+use crate::targeted::{DropRule, RuleId, RuleStatus, TargetedDrop, TargetedStage};
 use crate::stage::{
     BlackholeStage, BottleneckStage, CorruptStage, DelayStage, DuplicateStage, InFlight, LossStage, Release, Stage,
 };
@@ -27,13 +28,15 @@ impl Tally {
 }
 
 /// What happened to the packets of one direction. Once the pipeline is empty,
-/// `input + duplicated = output + dropped_loss + dropped_queue + dropped_blackhole`.
+/// `input + duplicated = output + dropped_targeted + dropped_loss + dropped_queue + dropped_blackhole`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Packets pushed into the direction.
     pub input: Tally,
     /// Packets released by the direction.
     pub output: Tally,
+    /// Packets dropped by an armed [`DropRule`].
+    pub dropped_targeted: Tally,
     /// Packets dropped by the random loss model.
     pub dropped_loss: Tally,
     /// Packets dropped because the bottleneck queue was full.
@@ -46,7 +49,7 @@ pub struct Counters {
     pub corrupted: Tally,
 }
 
-/// One direction of a link: blackhole → loss → duplicate → corrupt → bottleneck → delay, on virtual time.
+/// One direction of a link: targeted drops → blackhole → loss → duplicate → corrupt → bottleneck → delay, on virtual time.
 ///
 /// Drive it with [`Pipeline::push`] when a packet arrives, and [`Pipeline::poll_release`] until it returns `None`
 /// whenever the time reaches [`Pipeline::next_release_time`]. Times must not go backwards; an earlier `now` is
@@ -54,6 +57,7 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Pipeline {
     config: Impairments,
+    targeted: TargetedStage,
     blackhole: BlackholeStage,
     loss: LossStage,
     duplicate: DuplicateStage,
@@ -68,6 +72,7 @@ impl Pipeline {
     /// A pipeline applying `config`, with every random stream derived from `seed`.
     pub fn new(config: Impairments, seed: u64) -> Self {
         Self {
+            targeted: TargetedStage::default(),
             blackhole: BlackholeStage::default(),
             loss: LossStage::new(config.loss, derive_seed(seed, "loss")),
             duplicate: DuplicateStage::new(config.duplicate, derive_seed(seed, "duplicate")),
@@ -111,11 +116,26 @@ impl Pipeline {
         self.blackhole.add_window(window);
     }
 
+    /// Arms a targeted-drop rule under `id` (the rule's direction is the caller's business).
+    pub fn arm_drop(&mut self, id: RuleId, rule: DropRule) {
+        self.targeted.arm(id, rule);
+    }
+
+    /// What each armed rule has matched and dropped.
+    pub fn drop_rules(&self) -> Vec<RuleStatus> {
+        self.targeted.rules().collect()
+    }
+
+    /// The targeted drops logged since the last call.
+    pub fn take_drops(&mut self) -> Vec<TargetedDrop> {
+        self.targeted.take_drops()
+    }
+
     /// Feeds a packet that arrived at `now`.
     pub fn push(&mut self, packet: Packet, now: Duration) {
         self.advance(now);
         self.counters.input.add(packet.len());
-        self.blackhole.push(InFlight { packet, arrived: self.clock }, self.clock, &mut self.counters);
+        self.targeted.push(InFlight { packet, arrived: self.clock }, self.clock, &mut self.counters);
         // Let the packet pass the instantaneous stages now, so that `next_release_time` is not merely "now".
         self.advance(now);
     }
@@ -140,16 +160,16 @@ impl Pipeline {
         self.stages_ref().iter().filter_map(|s| s.next_due()).min()
     }
 
-    fn stages_ref(&self) -> [&dyn Stage; 6] {
-        [&self.blackhole, &self.loss, &self.duplicate, &self.corrupt, &self.bottleneck, &self.delay]
+    fn stages_ref(&self) -> [&dyn Stage; 7] {
+        [&self.targeted, &self.blackhole, &self.loss, &self.duplicate, &self.corrupt, &self.bottleneck, &self.delay]
     }
 
     /// Moves packets between stages, earliest due first, until nothing internal is due at or before `now`.
     /// Taking the global minimum each time means every stage sees arrivals in time order.
     fn advance(&mut self, now: Duration) {
         self.clock = self.clock.max(now);
-        let Self { blackhole, loss, duplicate, corrupt, bottleneck, delay, counters, clock, .. } = self;
-        let stages: [&mut dyn Stage; 6] = [blackhole, loss, duplicate, corrupt, bottleneck, delay];
+        let Self { targeted, blackhole, loss, duplicate, corrupt, bottleneck, delay, counters, clock, .. } = self;
+        let stages: [&mut dyn Stage; 7] = [targeted, blackhole, loss, duplicate, corrupt, bottleneck, delay];
         loop {
             // Iterating downstream-first with a strict `<` resolves ties in favour of departures, so a queue
             // frees its space before a simultaneous arrival is judged.
