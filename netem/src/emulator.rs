@@ -30,7 +30,7 @@ use crate::io_error::IoError;
 use crate::namespace::NetNs;
 use crate::tun::Tun;
 use crate::nat::{Inbound, Nat};
-use crate::{Counters, Direction, EventKind, Impairments, Link, Packet, Target, TcpOnMove};
+use crate::{Counters, Direction, DropRule, EventKind, Impairments, Link, Packet, RuleId, RuleStatus, TargetedDrop, Target, TcpOnMove};
 
 /// The client's address inside its namespace.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -128,6 +128,27 @@ pub struct EmulatedLink {
     congestion_control: &'static str,
     realtime: bool,
     commands: mpsc::Sender<LinkCommand>,
+    /// Link time zero: when the forwarder's clock started, as an [`Instant`] and in CLOCK_MONOTONIC ns.
+    origin: (Instant, u64),
+    drops: Arc<Mutex<DropLog>>,
+    /// Ids of armed rules, assigned in arming order as the model does.
+    next_rule: std::sync::atomic::AtomicU64,
+}
+
+/// A targeted drop on the monotonic clock (the clock of `Message::sent_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedDrop {
+    /// When the dropped packet entered the link, CLOCK_MONOTONIC ns.
+    pub at_ns: u64,
+    /// The drop as the model logged it (its `at` is link time).
+    pub drop: TargetedDrop,
+}
+
+/// What the forwarder reports about targeted drops.
+#[derive(Debug, Default)]
+struct DropLog {
+    drops: Vec<LoggedDrop>,
+    rules: Vec<RuleStatus>,
 }
 
 /// A change asked of a running link; the forwarding thread applies it at its next wake-up (within 10 ms).
@@ -136,6 +157,7 @@ enum LinkCommand {
     Impair(Target, Impairments),
     Event(EventKind),
     Blackhole(Target, Duration),
+    ArmDrop(DropRule),
 }
 
 /// Gives a thread (the forwarder, or the selftest's probe receiver) a real-time priority (SCHED_FIFO 10) so that
@@ -175,6 +197,8 @@ impl EmulatedLink {
                 .spawn(move || control_rx.iter().try_for_each(|kind| carry_out(&client, kind)))
                 .map_err(|e| IoError::io("spawning the control thread", e))?
         };
+        let origin = (Instant::now(), monotonic_ns());
+        let drops = Arc::new(Mutex::new(DropLog::default()));
         let forwarder = Forwarder {
             link,
             client_tun,
@@ -186,6 +210,9 @@ impl EmulatedLink {
             nat: Nat::new(),
             moved: false,
             pool: Vec::new(),
+            start: origin,
+            drops: drops.clone(),
+            rules_armed: false,
         };
         let (tid_tx, tid_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -196,7 +223,31 @@ impl EmulatedLink {
             })
             .map_err(|e| IoError::io("spawning the forwarding thread", e))?;
         let realtime = tid_rx.recv().is_ok_and(make_realtime);
-        Ok(Self { client, server, counters, stop, threads: Some((thread, control)), congestion_control, realtime, commands })
+        let next_rule = std::sync::atomic::AtomicU64::new(0);
+        let threads = Some((thread, control));
+        Ok(Self { client, server, counters, stop, threads, congestion_control, realtime, commands, origin, drops, next_rule })
+    }
+
+    /// Arms a targeted-drop rule (its times are link time, see [`EmulatedLink::link_time`]); returns its id. The
+    /// forwarder applies it at its next wake-up (within 10 ms), so arm rules ahead of their `not_before`.
+    pub fn arm_drop(&self, rule: DropRule) -> RuleId {
+        let _ = self.commands.send(LinkCommand::ArmDrop(rule));
+        self.next_rule.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Every targeted drop so far, in time order, on the monotonic clock.
+    pub fn drop_log(&self) -> Vec<LoggedDrop> {
+        self.drops.lock().unwrap().drops.clone()
+    }
+
+    /// What each armed rule has matched and dropped so far.
+    pub fn drop_rules(&self) -> Vec<RuleStatus> {
+        self.drops.lock().unwrap().rules.clone()
+    }
+
+    /// Link time (the model's `now`) of a CLOCK_MONOTONIC instant; instants before the link started map to zero.
+    pub fn link_time(&self, monotonic_ns: u64) -> Duration {
+        Duration::from_nanos(monotonic_ns.saturating_sub(self.origin.1))
     }
 
     /// Replaces the impairments of `target` from now on (packets already inside keep their schedule).
@@ -279,6 +330,12 @@ struct Forwarder {
     moved: bool,
     /// Buffers of released packets, reused for new ones instead of allocating per packet.
     pool: Vec<Packet>,
+    /// Link time zero, as in [`EmulatedLink`].
+    start: (Instant, u64),
+    /// Where targeted drops and rule counts are reported.
+    drops: Arc<Mutex<DropLog>>,
+    /// Whether any rule was armed (only then is there anything to report).
+    rules_armed: bool,
 }
 
 /// Most buffers kept for reuse (a few MB).
@@ -288,7 +345,7 @@ impl Forwarder {
     fn run(mut self) -> Result<(), IoError> {
         // Wake-ups within a microsecond of the requested time instead of the default 50 µs slack.
         let _ = nix::sys::prctl::set_timerslack(1);
-        let start = Instant::now();
+        let (start, start_ns) = self.start;
         let mut buf = vec![0u8; 65_536];
         let mut io = LinkCounters::default();
         while !self.stop.load(Ordering::Relaxed) {
@@ -298,6 +355,10 @@ impl Forwarder {
                     LinkCommand::Impair(target, impairments) => self.link.set_impairments(now, target, impairments),
                     LinkCommand::Event(kind) => self.link.schedule_event(now, kind),
                     LinkCommand::Blackhole(target, duration) => self.link.add_blackhole(target, now..now + duration),
+                    LinkCommand::ArmDrop(rule) => {
+                        self.link.arm_drop(rule);
+                        self.rules_armed = true;
+                    }
                 }
             }
             while let Some(event) = self.link.poll_event(now) {
@@ -322,6 +383,12 @@ impl Forwarder {
                     downlink: *self.link.pipeline(Direction::Downlink).counters(),
                     ..io
                 };
+            }
+            if self.rules_armed {
+                let dropped = self.link.take_drops();
+                let mut log = self.drops.lock().unwrap();
+                log.drops.extend(dropped.into_iter().map(|drop| LoggedDrop { at_ns: start_ns + drop.at.as_nanos() as u64, drop }));
+                log.rules = self.link.drop_rules();
             }
             self.wait(start)?;
         }
@@ -418,3 +485,8 @@ fn poll_precise(fds: &mut [PollFd<'_>], timeout: Duration) -> Result<(), IoError
     }
 }
 
+/// CLOCK_MONOTONIC in ns, the clock of `Message::sent_at` (Rust's [`Instant`] reads the same clock but hides it).
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC exists on Linux");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
