@@ -50,6 +50,7 @@ pub async fn run(names: &[String], workloads: &[Workload], out: &Path) -> anyhow
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = transport.serve(config).await.with_context(|| format!("serving {name}"))?;
         for (j, workload) in workloads.iter().enumerate() {

@@ -48,6 +48,8 @@ enum Command {
         limits: LimitArgs,
         #[command(flatten)]
         connections: ConnectionArgs,
+        #[command(flatten)]
+        web: WebArgs,
     },
     /// Run the same exchanges on every transport over loopback and write a results directory with a report.
     Compare {
@@ -207,6 +209,18 @@ struct ConnectionArgs {
     max_connections_per_ip: Option<u32>,
 }
 
+/// `tlab serve`'s help for clients that are not ours: browsers (CORS) and verifying TLS clients (the PEM).
+#[derive(clap::Args, Debug, Clone)]
+struct WebArgs {
+    /// A page origin (`scheme://host[:port]`) the HTTP-based modes allow browsers to call them from; repeatable;
+    /// `*` or none = any origin.
+    #[arg(long = "allow-origin")]
+    allow_origin: Vec<String>,
+    /// Where to write the certificate as PEM (default: `tlab-<port>.pem` in the system temp directory).
+    #[arg(long)]
+    cert_out: Option<PathBuf>,
+}
+
 impl ConnectionArgs {
     fn deadlines(&self) -> tlab_core::Deadlines {
         let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.001));
@@ -261,8 +275,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             eprintln!("report written to {}", report.display());
             Ok(())
         }
-        Command::Serve { transport, listen, token, limits, connections } => {
-            serve(&transport, listen, token, limits.limits(), connections).await
+        Command::Serve { transport, listen, token, limits, connections, web } => {
+            serve(&transport, listen, token, limits.limits(), connections, web).await
         }
         Command::Client {
             transport,
@@ -343,6 +357,7 @@ async fn serve(
     token: String,
     limits: Limits,
     connections: ConnectionArgs,
+    web: WebArgs,
 ) -> anyhow::Result<()> {
     let transport = tlab_transports::by_name(name)?;
     let mut names = vec!["localhost".to_string(), listen.ip().to_string()];
@@ -358,17 +373,31 @@ async fn serve(
         congestion: tlab_core::config::CongestionControl::default(),
         deadlines: connections.deadlines(),
         max_connections_per_ip: connections.max_connections_per_ip,
+        allow_origin: tlab_core::config::AllowOrigin::from_list(&web.allow_origin),
     };
     let server = transport.serve(config).await.with_context(|| format!("starting {name} on {listen}"))?;
+    let cert_pem = web
+        .cert_out
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("tlab-{}.pem", server.local_addr().port())));
+    std::fs::write(&cert_pem, identity.certificate_pem())
+        .with_context(|| format!("writing the certificate to {}", cert_pem.display()))?;
     let announcement = serde_json::json!({
         "transport": name,
         "url": server.url(),
         "listen": server.local_addr().to_string(),
         "cert_sha256": identity.sha256_hex(),
+        "cert_spki_sha256": identity.spki_sha256_base64(),
+        "cert_pem": cert_pem,
         "token": token,
     });
     println!("{announcement}");
-    tracing::info!("serving {name} at {}; Ctrl-C stops", server.url());
+    tracing::info!(
+        cert_sha256 = identity.sha256_hex(),
+        cert_spki_sha256 = identity.spki_sha256_base64(),
+        cert_pem = %cert_pem.display(),
+        "serving {name} at {}; Ctrl-C stops",
+        server.url()
+    );
     shutdown_signal().await;
     server.shutdown().await;
     Ok(())

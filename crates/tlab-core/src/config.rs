@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::message::{MAX_STREAM_ID, StreamId};
 pub use crate::server::Deadlines;
+pub use crate::server::cors::AllowOrigin;
 use crate::tls::{CertPin, Identity};
 use crate::transport::StreamService;
 
@@ -109,6 +110,8 @@ pub struct ServerConfig {
     /// Most connections open at once from one client IP address (`None` = unlimited, the default); the next one
     /// gets the mode's documented refusal.
     pub max_connections_per_ip: Option<u32>,
+    /// The page origins the HTTP-based modes (SSE, h3, gRPC-Web) let browsers call them from (CORS; default: any).
+    pub allow_origin: AllowOrigin,
 }
 
 /// Everything a transport needs to connect.

@@ -1,7 +1,8 @@
 //! What every transport's server shares, written once: the connection [`Deadlines`] (handshake, first request,
 //! idle), a per-connection [`ConnectionClock`] that knows when the current deadline falls, the [`Watched`] byte
-//! stream that enforces it on a TCP connection, the per-IP connection cap ([`PerIpConnections`]) and a TCP accept loop
-//! ([`accept_tcp`]) that backs off on accept errors (`EMFILE` …) instead of spinning the log.
+//! stream that enforces it on a TCP connection (and closes it without a reset, see [`LINGER`]), the per-IP
+//! connection cap ([`PerIpConnections`]), a TCP accept loop ([`accept_tcp`]) that backs off on accept errors
+//! (`EMFILE` …) instead of spinning the log, and the [`cors`] policy of the HTTP-based endpoints.
 //!
 //! Transport crates never depend on each other; they all depend on this module, so the policy is the same for every
 //! mode and documented once (docs/PROTOCOL.md, "Deadlines and connection limits").
@@ -16,10 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+
+pub mod cors;
+
+/// How long a server connection that is done keeps reading, and discarding, what the client still sends (see
+/// [`Watched::new`]): long enough for a client to finish a message of the size limit and read the answer.
+pub const LINGER: Duration = Duration::from_secs(5);
 
 /// How long a server waits for each phase of a client's connection before closing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,18 +174,33 @@ pub struct Watched<T> {
     inner: T,
     clock: Option<Arc<ConnectionClock>>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Runs on `inner` when the stream is dropped (a server connection's [`linger`]).
+    on_drop: Option<fn(&T)>,
+}
+
+impl Watched<TcpStream> {
+    /// A server's TCP connection under `clock`'s deadlines. Dropping it closes without a reset: the write side is
+    /// shut down (FIN behind everything written) and what the client still sends is read and discarded until it
+    /// closes too or [`LINGER`] passes. Closing a socket with unread input makes the kernel send RST, and the RST
+    /// makes the client's kernel throw away what it received but had not read yet: the server's last answer (a
+    /// WebSocket Close 1009, an HTTP 413 to an oversize body, the last messages of a source) would be lost.
+    pub fn new(tcp: TcpStream, clock: Arc<ConnectionClock>) -> Self {
+        let mut watched = Self::watching(tcp, clock);
+        watched.on_drop = Some(linger);
+        watched
+    }
 }
 
 impl<T> Watched<T> {
     /// `inner` under `clock`'s deadlines.
-    pub fn new(inner: T, clock: Arc<ConnectionClock>) -> Self {
+    fn watching(inner: T, clock: Arc<ConnectionClock>) -> Self {
         let timer = Some(Box::pin(tokio::time::sleep_until(clock.deadline())));
-        Self { inner, clock: Some(clock), timer }
+        Self { inner, clock: Some(clock), timer, on_drop: None }
     }
 
     /// `inner` with no deadline (the client side of a connection type both sides share).
     pub fn unwatched(inner: T) -> Self {
-        Self { inner, clock: None, timer: None }
+        Self { inner, clock: None, timer: None, on_drop: None }
     }
 
     /// The wrapped stream.
@@ -210,6 +232,41 @@ impl<T> Watched<T> {
             clock.touch();
         }
     }
+}
+
+impl<T> Drop for Watched<T> {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop {
+            on_drop(&self.inner);
+        }
+    }
+}
+
+/// [`Watched::new`]'s close: a duplicate of the descriptor outlives `tcp` (whose close then frees nothing), its
+/// write side is shut down, and a task reads it until the client's FIN, an error or [`LINGER`], then closes it.
+fn linger(tcp: &TcpStream) {
+    use std::os::fd::AsFd as _;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let socket = match tcp.as_fd().try_clone_to_owned() {
+        Ok(fd) => std::net::TcpStream::from(fd),
+        Err(e) => {
+            tracing::debug!(error = %e, "no descriptor to linger on: closing at once");
+            return;
+        }
+    };
+    if socket.shutdown(std::net::Shutdown::Write).is_err() {
+        return; // not connected any more: nothing to protect
+    }
+    runtime.spawn(async move {
+        let Ok(mut socket) = TcpStream::from_std(socket) else { return };
+        let mut discard = vec![0u8; 16 << 10];
+        let drained = tokio::time::timeout(LINGER, async {
+            while matches!(socket.read(&mut discard).await, Ok(n) if n > 0) {}
+        });
+        if drained.await.is_err() {
+            tracing::debug!("client still sending after {LINGER:?}: closing");
+        }
+    });
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -523,6 +580,28 @@ mod tests {
         assert_eq!(Instant::now(), start + Duration::from_millis(105_500));
     }
 
+    #[tokio::test]
+    async fn a_dropped_server_connection_delivers_its_last_answer_despite_unread_input() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut watched = Watched::new(tcp, ConnectionClock::new(Deadlines::default()));
+            let mut first = [0u8; 1];
+            watched.read_exact(&mut first).await.unwrap();
+            watched.write_all(b"answer").await.unwrap();
+            // Dropped with most of the client's megabyte unread.
+        });
+        let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+        let upload = tokio::spawn(async move { writer.write_all(&vec![7u8; 1 << 20]).await });
+        let mut answer = Vec::new();
+        reader.read_to_end(&mut answer).await.expect("a FIN, not a reset");
+        assert_eq!(answer, b"answer");
+        upload.await.unwrap().expect("the server read (and discarded) the whole upload");
+        server.await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn watched_read_fails_at_the_deadline_and_activity_extends_idle() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -530,7 +609,7 @@ mod tests {
         clock.handshake_done();
         clock.request_seen();
         let (near, mut far) = tokio::io::duplex(64);
-        let mut watched = Watched::new(near, clock.clone());
+        let mut watched = Watched::watching(near, clock.clone());
         let start = Instant::now();
         tokio::time::advance(Duration::from_millis(900)).await;
         far.write_all(b"x").await.unwrap();

@@ -1,5 +1,7 @@
 //! TLS for every transport: a self-signed identity made at start (ECDSA P-256, valid from one hour ago for 13 days,
 //! within the 14 days browsers accept by hash for WebTransport) and client-side pinning by the certificate's SHA-256.
+//! The identity also gives what other clients need to trust it: the SHA-256 of its public key (SPKI) in base64,
+//! the form of Chromium's `--ignore-certificate-errors-spki-list`, and the certificate as PEM for full verification.
 
 use std::sync::Arc;
 
@@ -7,6 +9,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rcgen::PublicKeyData as _;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -31,6 +36,7 @@ pub struct Identity {
     cert: CertificateDer<'static>,
     key_pkcs8: Vec<u8>,
     sha256: [u8; 32],
+    spki_sha256: [u8; 32],
 }
 
 impl Identity {
@@ -44,13 +50,16 @@ impl Identity {
         params.not_after = now + time::Duration::days(13);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::Tls(e.to_string()))?;
         let cert = params.self_signed(&key).map_err(|e| Error::Tls(e.to_string()))?;
-        Ok(Self::from_der(cert.der().clone(), key.serialize_der()))
+        Self::from_der(cert.der().clone(), key.serialize_der())
     }
 
-    /// An identity from a DER certificate and a PKCS#8 DER key.
-    pub fn from_der(cert: CertificateDer<'static>, key_pkcs8: Vec<u8>) -> Self {
+    /// An identity from a DER certificate and the PKCS#8 DER key it was issued for (the public key's hash is taken
+    /// from the key, so a key that does not parse is an error).
+    pub fn from_der(cert: CertificateDer<'static>, key_pkcs8: Vec<u8>) -> Result<Self, Error> {
+        let key = rcgen::KeyPair::try_from(key_pkcs8.as_slice()).map_err(|e| Error::Tls(format!("private key: {e}")))?;
+        let spki_sha256 = Sha256::digest(key.subject_public_key_info()).into();
         let sha256 = Sha256::digest(cert.as_ref()).into();
-        Self { cert, key_pkcs8, sha256 }
+        Ok(Self { cert, key_pkcs8, sha256, spki_sha256 })
     }
 
     /// The DER certificate.
@@ -71,6 +80,25 @@ impl Identity {
     /// SHA-256 of the DER certificate as lowercase hex (what `tlab serve` prints).
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
+    }
+
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (DER), standard padded base64: the value Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes.
+    pub fn spki_sha256_base64(&self) -> String {
+        BASE64.encode(self.spki_sha256)
+    }
+
+    /// The certificate as PEM (`-----BEGIN CERTIFICATE-----`, base64 in lines of 64), for clients that verify
+    /// against it as their only trusted root (Node's `ca`, Python's `cafile`, curl's `--cacert`).
+    pub fn certificate_pem(&self) -> String {
+        let body = BASE64.encode(self.cert.as_ref());
+        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+        pem
     }
 
     /// A rustls server configuration presenting this identity, offering `alpn` protocols in order.
@@ -191,6 +219,24 @@ mod tests {
         let expected: [u8; 32] = Sha256::digest(id.certificate().as_ref()).into();
         assert_eq!(id.sha256(), expected);
         assert_eq!(CertPin::from_hex(&id.sha256_hex()).unwrap(), CertPin::Sha256(expected));
+    }
+
+    #[test]
+    fn spki_hash_and_pem_describe_the_certificate() {
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let spki = BASE64.decode(id.spki_sha256_base64()).unwrap();
+        assert_eq!(spki.len(), 32);
+        let key = rcgen::KeyPair::try_from(id.key_pkcs8.as_slice()).unwrap();
+        let spki_der = key.subject_public_key_info();
+        assert_eq!(spki, Sha256::digest(&spki_der).to_vec());
+        let cert = id.certificate().as_ref();
+        assert!(cert.windows(spki_der.len()).any(|w| w == spki_der), "the certificate carries that SPKI verbatim");
+        let pem = id.certificate_pem();
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines.first(), Some(&"-----BEGIN CERTIFICATE-----"));
+        assert_eq!(lines.last(), Some(&"-----END CERTIFICATE-----"));
+        assert!(lines[1..lines.len() - 1].iter().all(|l| l.len() <= 64));
+        assert_eq!(BASE64.decode(lines[1..lines.len() - 1].concat()).unwrap(), cert);
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Fixture {
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = GrpcTransport::new().serve(config).await.unwrap();
         Self { server, pin, service }

@@ -74,6 +74,7 @@ pub async fn assert_each_end_runs_its_own_controller(
             congestion: server,
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let (server_quinn, client_quinn) = make(&server_config, &client_config);
         let pair = Pair::connect(server_quinn, client_quinn).await;

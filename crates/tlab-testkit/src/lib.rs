@@ -57,6 +57,7 @@ impl TestServer {
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = transport.serve(config).await.expect("server starts");
         Self { server, identity, token }

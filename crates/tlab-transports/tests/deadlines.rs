@@ -50,6 +50,7 @@ async fn serve(name: &str, deadlines: Deadlines, max_connections_per_ip: Option<
         congestion: tlab_core::config::CongestionControl::default(),
         deadlines,
         max_connections_per_ip,
+        allow_origin: Default::default(),
     };
     let server = tlab_transports::by_name(name).unwrap().serve(config).await.unwrap();
     Running { server, pin }
