@@ -7,9 +7,16 @@
 //! mode and resume point travel in the `tlab-open` metadata entry. TLS is rustls with our identity and
 //! certificate pinning (ALPN `h2`), not tonic's TLS feature. The bearer token travels in `authorization` metadata
 //! and is checked by an interceptor before any handler runs (UNAUTHENTICATED otherwise).
+//!
+//! The second mode, [`GrpcWebTransport`] (`grpc-web`), is the same service behind tonic-web, the form a browser
+//! can call with `fetch`: HTTP/1.1 or HTTP/2, `application/grpc-web+proto`, the status in a trailer frame of the
+//! body, CORS for pages of other origins. A browser can send a request body only whole, before the response
+//! starts, so gRPC-Web has unary and server-streaming calls only: the mode is one-way (server → client, the
+//! `Source` RPC), and its client refuses echo and sink streams with [`Error::Unsupported`], as a browser must.
 
 mod client;
 mod server;
+mod web_client;
 mod wire;
 
 use async_trait::async_trait;
@@ -56,11 +63,56 @@ impl Transport for GrpcTransport {
 
     async fn serve(&self, config: ServerConfig) -> Result<Box<dyn Server>, Error> {
         tlab_core::tls::crypto_provider();
-        server::serve(config).await
+        server::serve(config, false).await
     }
 
     async fn connect(&self, config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
         tlab_core::tls::crypto_provider();
         client::connect(config).await
+    }
+}
+
+/// The `grpc-web` transport: the gRPC service as gRPC-Web (server streaming only), each stream one `Source` call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcWebTransport;
+
+impl GrpcWebTransport {
+    /// The transport (it has a single mode).
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+#[async_trait]
+impl Transport for GrpcWebTransport {
+    fn name(&self) -> &'static str {
+        "grpc-web"
+    }
+
+    fn description(&self) -> &'static str {
+        "gRPC-Web (tonic-web): server-streaming Source calls only (no client or bidi streaming from a browser), HTTP/1.1 or HTTP/2, CORS"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            // A browser's fetch sends the request body whole before the response: no client → server stream.
+            bidirectional: false,
+            multiplexed: true,
+            reliable: true,
+            ordered: true,
+            datagrams: false,
+            native_migration: false,
+            native_reconnect: false,
+        }
+    }
+
+    async fn serve(&self, config: ServerConfig) -> Result<Box<dyn Server>, Error> {
+        tlab_core::tls::crypto_provider();
+        server::serve(config, true).await
+    }
+
+    async fn connect(&self, config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
+        tlab_core::tls::crypto_provider();
+        web_client::connect(config).await
     }
 }

@@ -1,5 +1,6 @@
 //! The server: tonic over our own TLS accept loop ([`tlab_core::server`]'s, with its deadlines and per-IP cap), each
-//! RPC handed to [`tlab_core::ServerConfig::service`] on its own task.
+//! RPC handed to [`tlab_core::ServerConfig::service`] on its own task. The `grpc-web` mode is the same server with
+//! HTTP/1.1 accepted beside HTTP/2, tonic-web translating gRPC-Web requests, and CORS answered for browser pages.
 
 use std::future::Future;
 use std::io;
@@ -31,7 +32,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::proto::transport_server::{Transport as TransportRpc, TransportServer};
 use crate::proto::{Frame, SinkSummary, SourceRequest};
 use crate::wire::{
-    ALPN_H2, CHANNEL_CAPACITY, FRAME_OVERHEAD, MAX_STREAMS_METADATA, OPEN_METADATA, StreamSlot, error_from_status,
+    ALPN_H2, ALPN_HTTP1, CHANNEL_CAPACITY, FRAME_OVERHEAD, MAX_STREAMS_METADATA, OPEN_METADATA, StreamSlot, error_from_status,
     status_for, to_frame, to_message,
 };
 
@@ -40,9 +41,10 @@ const MAX_CONNECTIONS_METADATA: &str = "tlab-max-connections-per-ip";
 /// How long [`tlab_core::Server::shutdown`] waits for tonic to wind down after the connections were cut.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Binds, starts the TLS accept loop and the tonic server.
-pub(crate) async fn serve(config: tlab_core::ServerConfig) -> Result<Box<dyn tlab_core::Server>, Error> {
-    let acceptor = TlsAcceptor::from(Arc::new(config.identity.server_config(&[ALPN_H2])?));
+/// Binds, starts the TLS accept loop and the tonic server; `web`: the gRPC-Web flavour (see the module docs).
+pub(crate) async fn serve(config: tlab_core::ServerConfig, web: bool) -> Result<Box<dyn tlab_core::Server>, Error> {
+    let alpn: &[&[u8]] = if web { &[ALPN_H2, ALPN_HTTP1] } else { &[ALPN_H2] };
+    let acceptor = TlsAcceptor::from(Arc::new(config.identity.server_config(alpn)?));
     let expected_auth: AsciiMetadataValue = format!("Bearer {}", config.token)
         .parse()
         .map_err(|_| Error::Config("the token is not valid in an HTTP header".into()))?;
@@ -77,16 +79,42 @@ pub(crate) async fn serve(config: tlab_core::ServerConfig) -> Result<Box<dyn tla
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         // One slot above the limit lets an excess RPC reach the handler, which refuses it with RESOURCE_EXHAUSTED;
         // RPCs beyond that wait in the client's HTTP/2 queue for a free slot.
         .max_concurrent_streams(config.limits.max_streams.saturating_add(1))
-        .http2_keepalive_interval(None)
-        .add_service(InterceptedService::new(rpc, authorize));
-    let serve = tokio::spawn(router.serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async {
+        .http2_keepalive_interval(None);
+    let service = InterceptedService::new(rpc, authorize);
+    let incoming = ReceiverStream::new(conn_rx);
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
+    };
+    let serve = if web {
+        let router = builder.accept_http1(true).layer(web_cors()).layer(tonic_web::GrpcWebLayer::new()).add_service(service);
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+    } else {
+        tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(incoming, stopped))
+    };
     Ok(Box::new(GrpcServer { local_addr, accept, serve, stop: Some(stop_tx), kill: Some(kill_tx) }))
+}
+
+/// CORS for gRPC-Web calls from a page of another origin (any origin): the preflight allows the headers a
+/// gRPC-Web client sends, and the response exposes the status headers so that the page can read them.
+fn web_cors() -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let header = http::HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([http::Method::POST])
+        .allow_headers([
+            header("authorization"),
+            header("content-type"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+            header(OPEN_METADATA),
+        ])
+        .expose_headers([header("grpc-status"), header("grpc-message")])
 }
 
 /// Runs one accepted connection's TLS handshake (on the accept loop's task set) and hands the finished connection to

@@ -12,6 +12,8 @@ use crate::proto::Frame;
 
 /// ALPN protocol of gRPC.
 pub(crate) const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol of HTTP/1.1, which the gRPC-Web server accepts beside `h2` (browsers may use either).
+pub(crate) const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// Metadata entry carrying [`tlab_core::StreamOpen::to_query`] on `Stream` (and, for the stream id, `Sink`) calls.
 pub(crate) const OPEN_METADATA: &str = "tlab-open";
 /// Metadata entry of a RESOURCE_EXHAUSTED status refusing a stream: the server's `max_streams`.

@@ -31,6 +31,7 @@ pub fn all() -> Vec<Box<dyn Transport>> {
         Box::new(tlab_webtransport::WebTransport::streams()),
         Box::new(tlab_webtransport::WebTransport::datagrams()),
         Box::new(tlab_tcp_tls::TcpTlsTransport::new()),
+        Box::new(tlab_grpc::GrpcWebTransport::new()),
     ]
 }
 
