@@ -10,6 +10,8 @@ command -v ip >/dev/null && command -v tc >/dev/null && command -v ss >/dev/null
 command -v sysctl >/dev/null || need_apt+=(procps)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v python3 >/dev/null || need_apt+=(python3)
+# Headless Chromium is the browser client (crates/tlab-experiments/src/browser.rs and its e2e test).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if command -v python3 >/dev/null && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need_apt+=(python3-venv); fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup) first" >&2; exit 1; }
 if ((${#need_apt[@]})); then

@@ -5,6 +5,7 @@
 //! (schema in tlab-results, documented in docs/RESULTS.md). Transports are injected by name, so this crate depends
 //! on no transport.
 
+pub mod browser;
 pub mod runner;
 pub mod suite;
 pub mod workload;
