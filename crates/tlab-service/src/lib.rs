@@ -169,6 +169,14 @@ impl ResumableApp {
         Self { open, payload, started: entry.started.into(), next_source_seq }
     }
 
+    /// A source that sent its `count` finishes its direction: the client's direction is not needed for it (the
+    /// client finishes its own when it sees the end, which closes the stream on both sides).
+    fn finish_if_sent(&self, session: &mut Session) {
+        if matches!(self.open.mode, StreamMode::Source { .. }) && self.next_source_due().is_none() {
+            session.finish();
+        }
+    }
+
     /// When the next source message is due, if the source has more to send.
     fn next_source_due(&self) -> Option<tokio::time::Instant> {
         match self.open.mode {
@@ -197,6 +205,8 @@ impl Application for ResumableApp {
             Event::Delivered(msg) if self.open.mode == StreamMode::Echo => {
                 session.send(msg);
             }
+            // The client's end of its direction does not cut a source short: it finishes by itself.
+            Event::PeerFinished if matches!(self.open.mode, StreamMode::Source { .. }) => {}
             Event::PeerFinished => {
                 // Sink: one summary (the data count), sent once even across reconnects.
                 if self.open.mode == StreamMode::Sink && session.next_send_seq() == 0 {
@@ -205,6 +215,9 @@ impl Application for ResumableApp {
                 }
                 session.finish();
             }
+            // Attached (first open or resume): a source with nothing left to send (`count=0`, or all sent before a
+            // reconnect) finishes at once.
+            Event::Resumed { .. } => self.finish_if_sent(session),
             _ => {}
         }
     }
@@ -212,6 +225,7 @@ impl Application for ResumableApp {
     fn apply(&mut self, _now: Instant, _input: Input, session: &mut Session) {
         if self.next_source_due().is_some() && session.can_send() {
             self.next_source_seq = session.send(Message::data(self.open.stream, 0, self.payload.clone())) + 1;
+            self.finish_if_sent(session);
         }
     }
 }

@@ -240,8 +240,11 @@ impl MessageSink for ResilientSink {
         self.to_task.send(Command::Send(msg)).await.map_err(|_| Error::Closed("session stream ended".into()))
     }
 
+    /// Once the stream is over (the server finished a source first, or the stream failed) there is nothing left
+    /// to end: the source reports how it ended.
     async fn finish(&mut self) -> Result<(), Error> {
-        self.to_task.send(Command::Finish).await.map_err(|_| Error::Closed("session stream ended".into()))
+        let _ = self.to_task.send(Command::Finish).await;
+        Ok(())
     }
 }
 
@@ -302,9 +305,16 @@ impl Application for UserBridge {
         }
     }
 
-    fn on_event(&mut self, _now: Instant, event: Event, _session: &mut Session) {
-        if let Event::Delivered(msg) = event {
-            self.pending.push_back(msg);
+    fn on_event(&mut self, _now: Instant, event: Event, session: &mut Session) {
+        match event {
+            Event::Delivered(msg) => self.pending.push_back(msg),
+            // The server ended first (a source): our direction carries nothing it needs, so it ends too, and the
+            // server's side of the stream closes instead of waiting for us.
+            Event::PeerFinished if !self.user_finished => {
+                self.user_finished = true;
+                session.finish();
+            }
+            _ => {}
         }
     }
 

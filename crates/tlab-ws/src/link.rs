@@ -3,7 +3,8 @@
 //!
 //! A direction ends with text `fin <stream>`, not with a close frame: tungstenite answers a close at once and then
 //! refuses to send, which would forbid the server's answer after the client finished (sink mode's count, late
-//! echoes). Once both directions are finished, the side that notices sends close 1000.
+//! echoes). Once both directions are finished, the side that notices sends close 1000; a server whose application
+//! is done with the stream first (a source) closes when it is ([`Link::close_after_service`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,17 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// The server's application let go of the stream: ends the connection with close 1000 if the server's
+    /// direction was finished (after its `fin`), 1011 if not (the application failed), unless a close frame went
+    /// either way already. The client may not have finished its direction: a source does not need it.
+    pub(crate) async fn close_after_service(&self) {
+        if self.writer.closing() {
+            return;
+        }
+        let code = if self.sent_fin.load(Ordering::SeqCst) { CloseCode::Normal } else { CloseCode::Error };
+        self.writer.close(code, "").await;
+    }
+
     /// Marks one direction finished; closes the connection when the other one is too.
     async fn finished(&self, mine: &AtomicBool, other: &AtomicBool) {
         mine.store(true, Ordering::SeqCst);

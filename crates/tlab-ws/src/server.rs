@@ -108,8 +108,9 @@ async fn serve_connection(accepted: Accepted, tls: TlsAcceptor, config: Arc<Serv
             ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "probe accepted".into() })).await.map_err(map_ws_error)?;
         }
         Route::PerStream(open) => {
-            let (stream, _link) = crate::link::stream(ws, open.stream, config.limits);
+            let (stream, link) = crate::link::stream(ws, open.stream, config.limits);
             config.service.serve(open, stream).await;
+            link.close_after_service().await;
         }
         Route::Mux => {
             let (mux, reader, stop) = Mux::new(ws, config.limits);

@@ -187,11 +187,18 @@ pub(crate) fn replicate(e: &Error) -> Error {
 pub(crate) struct Writer {
     sink: Mutex<SplitSink<Ws, WsMessage>>,
     closed_locally: AtomicBool,
+    /// The peer's close frame arrived (and tungstenite answered it).
+    closed_by_peer: AtomicBool,
 }
 
 impl Writer {
     pub(crate) fn new(sink: SplitSink<Ws, WsMessage>) -> Self {
-        Self { sink: Mutex::new(sink), closed_locally: AtomicBool::new(false) }
+        Self { sink: Mutex::new(sink), closed_locally: AtomicBool::new(false), closed_by_peer: AtomicBool::new(false) }
+    }
+
+    /// Whether a close frame was sent or received on this connection.
+    pub(crate) fn closing(&self) -> bool {
+        self.closed_locally.load(Ordering::SeqCst) || self.closed_by_peer.load(Ordering::SeqCst)
     }
 
     /// Sends one message and flushes it.
@@ -223,6 +230,7 @@ impl Writer {
 
     /// Writes out the reply tungstenite queued to the peer's close frame (nobody reads the connection any more).
     pub(crate) async fn acknowledge_close(&self) {
+        self.closed_by_peer.store(true, Ordering::SeqCst);
         let flushed = tokio::time::timeout(CLOSE_TIMEOUT, async { self.sink.lock().await.flush().await }).await;
         if let Ok(Err(e)) = flushed {
             tracing::debug!(error = %e, "close reply not sent");
