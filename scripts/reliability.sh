@@ -2,10 +2,10 @@
 # Bulk resilient echo on every reliable mode (issue 12): `tlab client --resilient` with STREAMS × MESSAGES echoes,
 # once on loopback and once through an emulated PROFILE (server in its namespace at 10.77.0.2), printing one
 # Markdown row per mode and setting. Needs root (namespaces) and a release build of tlab.
-# usage: scripts/reliability.sh [LOOPBACK_MESSAGES] [PROFILE] [PROFILE_MESSAGES]
+# usage: [TLAB_BIN=path] scripts/reliability.sh [LOOPBACK_MESSAGES] [PROFILE] [PROFILE_MESSAGES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tlab=target/release/tlab
+tlab=${TLAB_BIN:-target/release/tlab}
 loopback_messages=${1:-1000000}
 profile=${2:-lossy-2}
 profile_messages=${3:-20000}
