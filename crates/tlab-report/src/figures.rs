@@ -1,6 +1,6 @@
 //! From raw results to the report's tables and figures.
 
-use tlab_results::{LatencyHistogram, Manifest, RunRecord, RunStatus, SummaryRow};
+use tlab_results::{Distribution, LatencyHistogram, Manifest, Metric, RunRecord, RunStatus, Stat, SummaryRow};
 
 use crate::completeness::Completeness;
 use crate::document::{Block, Document};
@@ -11,9 +11,8 @@ use crate::svg::{BarChart, LineChart, Series};
 /// either case; p90 shows the head-of-line signature more steadily.)
 pub fn derive_metrics(runs: &mut [RunRecord]) {
     for run in runs {
-        if let (Some(shared), Some(separate)) = (run.metrics.get("shared_p90_us"), run.metrics.get("separate_p90_us")) {
-            let penalty = shared - separate;
-            run.metrics.entry("hol_penalty_p90_us".into()).or_insert(penalty);
+        if let (Some(shared), Some(separate), None) = (run.get(Metric::SharedP90), run.get(Metric::SeparateP90), run.get(Metric::HolPenaltyP90)) {
+            run.set(Metric::HolPenaltyP90, shared - separate);
         }
     }
 }
@@ -23,7 +22,8 @@ pub fn summary_csv(rows: &[SummaryRow]) -> String {
     let mut csv = String::from("experiment,params,transport,profile,metric,mean,ci95,n,failed\n");
     for r in rows {
         let params = format!("\"{}\"", r.params.replace('"', "\"\""));
-        csv.push_str(&format!("{},{params},{},{},{},{},{},{},{}\n", r.experiment, r.transport, r.profile, r.metric, r.mean, r.ci95, r.n, r.failed));
+        let ci95 = r.ci95.map_or(String::new(), |ci| ci.to_string());
+        csv.push_str(&format!("{},{params},{},{},{},{},{ci95},{},{}\n", r.experiment, r.transport, r.profile, r.metric, r.mean, r.n, r.failed));
     }
     csv
 }
@@ -45,12 +45,32 @@ fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
     out
 }
 
-fn fmt(mean: f64, ci: f64) -> String {
-    if mean.fract() == 0.0 && ci == 0.0 {
-        return format!("{mean:.0}");
+/// A mean with its CI: `12.00 ± 4.97`; `12.00 ± n/a` with one repetition (no spread can be estimated, which is
+/// not a spread of 0).
+fn fmt(mean: f64, ci: Option<f64>) -> String {
+    let digits = if mean.fract() == 0.0 && ci.is_none_or(|c| c == 0.0) {
+        0
+    } else if mean.abs() >= 100.0 {
+        0
+    } else if mean.abs() >= 1.0 {
+        2
+    } else {
+        4
+    };
+    match ci {
+        Some(ci) => format!("{mean:.digits$} ± {ci:.digits$}"),
+        None => format!("{mean:.digits$} ± n/a"),
     }
-    let digits = if mean.abs() >= 100.0 { 0 } else if mean.abs() >= 1.0 { 2 } else { 4 };
-    if ci > 0.0 { format!("{mean:.digits$} ± {ci:.digits$}") } else { format!("{mean:.digits$}") }
+}
+
+/// `name (n = 3)`, or `name (n = 2–5)` when the points of a series rest on different numbers of runs.
+fn with_n(name: &str, ns: impl IntoIterator<Item = usize>) -> String {
+    let ns: Vec<usize> = ns.into_iter().collect();
+    match (ns.iter().min(), ns.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => format!("{name} (n = {lo})"),
+        (Some(lo), Some(hi)) => format!("{name} (n = {lo}–{hi})"),
+        _ => format!("{name} (n = 0)"),
+    }
 }
 
 struct Summary<'a> {
@@ -58,51 +78,56 @@ struct Summary<'a> {
 }
 
 impl Summary<'_> {
-    fn get(&self, experiment: &str, params: Option<&str>, transport: &str, profile: &str, metric: &str) -> Option<(f64, f64)> {
-        self.rows
-            .iter()
-            .find(|r| r.experiment == experiment && params.is_none_or(|p| r.params == p) && r.transport == transport && r.profile == profile && r.metric == metric)
-            .map(|r| (r.mean, r.ci95))
+    fn row(&self, experiment: &str, params: Option<&str>, transport: &str, profile: &str, metric: Metric) -> Option<&SummaryRow> {
+        self.rows.iter().find(|r| {
+            r.experiment == experiment && params.is_none_or(|p| r.params == p) && r.transport == transport && r.profile == profile && r.metric == metric.name()
+        })
+    }
+
+    fn get(&self, experiment: &str, params: Option<&str>, transport: &str, profile: &str, metric: Metric) -> Option<(f64, Option<f64>)> {
+        self.row(experiment, params, transport, profile, metric).map(|r| (r.mean, r.ci95))
     }
 }
 
-/// Metrics shown in each experiment's table (the rest are in summary.csv).
-fn headline_metrics(experiment: &str) -> &'static [&'static str] {
+/// Metrics shown in each experiment's table, where its cells have them (the rest are in summary.csv).
+fn headline_metrics(experiment: &str) -> &'static [Metric] {
+    use Metric::*;
     match experiment {
-        "latency" => &["p50_us", "p99_us", "p999_us", "goodput_mbit_s", "missing", "order_violations"],
-        "hol" => &["shared_p90_us", "separate_p90_us", "hol_penalty_p90_us", "hol_penalty_us", "delayed_share_shared", "delayed_share_separate"],
-        "ordering" => &["delivery_ratio", "order_violations", "duplicates", "missing", "reorder_depth"],
-        "migration" => &["gap_ms", "missing", "duplicates", "reconnects", "survived_without_reconnect"],
-        "handshake" => &["handshake_ms", "handshake_rtts", "rtt_ms"],
-        "overhead" => &["overhead_ratio", "wire_bytes_per_message"],
-        "outage" => &["gap_ms", "recovery_after_outage_ms", "missing", "duplicates", "reconnects"],
+        "latency" => &[OneWayP50, OneWayP99, OneWayP999, RoundTripP50, RoundTripP99, RoundTripP999, Goodput, DeliveryRatio, Missing, OrderViolations],
+        "hol" => &[SharedP90, SeparateP90, HolPenaltyP90, HolPenalty, DelayedShareShared, DelayedShareSeparate],
+        "ordering" => &[DeliveryRatio, OrderViolations, Duplicates, Missing, ReorderDepth],
+        "migration" => &[Gap, Missing, Duplicates, Reconnects, SurvivedWithoutReconnect],
+        "handshake" => &[Handshake, HandshakeRtts, Rtt],
+        "overhead" => &[OverheadRatio, WireBytesPerMessage],
+        "outage" => &[Gap, RecoveryAfterOutage, Missing, Duplicates, Reconnects],
         _ => &[],
     }
 }
 
 fn definitions() -> Vec<String> {
     [
-        "latency — per message, one-way (receive time − sent_at, CLOCK_MONOTONIC shared by client and server namespaces) for source streams, round trip for echo streams; HdrHistogram in µs, 3 significant digits.",
+        "latency — per message, from its scheduled send time (coordinated omission: a sender behind its schedule shows as latency): one-way (`one_way_*`, receive time − scheduled time on the CLOCK_MONOTONIC the client and server namespaces share) for source streams, round trip (`round_trip_*`) for echo streams; HdrHistogram in µs, 3 significant digits. Goodput counts the data phase only (first scheduled send → last arrival). docs/RESULTS.md defines every metric.",
         "HOL penalty — the same workload with K streams on one connection (shared) and one connection per stream (separate), same link: p99(shared) − p99(separate), and the same at p90 (p99 of ~1,000 messages is set by a few retransmission timeouts in either case, p90 shows the head-of-line signature steadily); plus the share of messages delayed more than one RTT beyond the base delay (base = fastest message of the cell). Where one loss-limited connection cannot carry the offered load, the shared case also pays for sharing one congestion window.",
         "ordering — per stream: order violations (arrived after a higher seq), duplicates, missing; delivery ratio and reorder depth (most higher seqs that overtook a message), for datagrams too.",
         "migration — steady echo traffic through the profile's address change / NAT rebind: gap = longest inter-arrival gap; missing / duplicated messages; whether the connection survived without reconnecting (natively) or was recovered by the session layer's reconnect + resume.",
         "handshake — connect start → first message delivered, in ms and in RTTs (RTT = fastest echo on the established connection).",
         "overhead — IP bytes forwarded by the emulator (both directions, handshake included) ÷ payload bytes.",
         "outage — steady echo traffic through the profile's blackhole: gap, time to recover after the blackhole ends, missing / duplicated.",
-        "Every figure: mean ± 95 % CI (Student t) over repetitions; each run has its own seed, listed in runs.jsonl.",
+        "Every figure and table: mean ± 95 % CI (Student t) over repetitions, with n (runs) shown; n = 1 has no CI (n/a). Each run has its own seed, listed in runs.jsonl, and its messages in messages/.",
     ]
     .map(String::from)
     .to_vec()
 }
 
-fn merged_histograms<'a>(runs: impl Iterator<Item = &'a RunRecord>, name: &str) -> LatencyHistogram {
+/// The distribution `which` over `runs`, and how many runs had it.
+fn merged_histograms<'a>(runs: impl Iterator<Item = &'a RunRecord>, which: Distribution) -> (LatencyHistogram, usize) {
     let mut merged = LatencyHistogram::new();
-    for run in runs {
-        if let Some(h) = run.histograms.get(name) {
-            merged.merge(h);
-        }
+    let mut n = 0;
+    for h in runs.filter(|r| r.status == RunStatus::Ok).filter_map(|r| r.histogram(which)) {
+        merged.merge(h);
+        n += 1;
     }
-    merged
+    (merged, n)
 }
 
 /// The whole report.
@@ -112,7 +137,7 @@ pub fn document(
     completeness: &Completeness,
     runs: &[RunRecord],
     rows: &[SummaryRow],
-    calibration: Option<&serde_json::Value>,
+    calibration: Vec<Block>,
 ) -> Document {
     let summary = Summary { rows };
     let mut doc = Document::default();
@@ -141,11 +166,15 @@ pub fn document(
         let of_kind: Vec<&RunRecord> = runs.iter().filter(|r| &r.experiment == experiment).collect();
         doc.push(Block::Heading(2, format!("Experiment: {experiment}")));
         let params_list = distinct(rows.iter().filter(|r| &r.experiment == experiment).map(|r| r.params.as_str()));
-        let metrics = headline_metrics(experiment);
         for params in &params_list {
             doc.push(Block::Paragraph(format!("Parameters: `{params}`")));
+            let metrics: Vec<Metric> = headline_metrics(experiment)
+                .iter()
+                .copied()
+                .filter(|m| rows.iter().any(|r| &r.experiment == experiment && &r.params == params && r.metric == m.name()))
+                .collect();
             let mut header = vec!["transport".to_string(), "profile".to_string()];
-            header.extend(metrics.iter().map(|m| m.to_string()));
+            header.extend(metrics.iter().map(|m| m.label()));
             header.push("n".into());
             let mut table = Vec::new();
             let cells = distinct(rows.iter().filter(|r| &r.experiment == experiment && &r.params == params).map(|r| r.transport.as_str()));
@@ -155,7 +184,7 @@ pub fn document(
                     let n = rows.iter().find(|r| &r.experiment == experiment && &r.params == params && &r.transport == transport && &r.profile == profile).map(|r| r.n);
                     let Some(n) = n else { continue };
                     let mut row = vec![transport.clone(), profile.clone()];
-                    row.extend(metrics.iter().map(|m| summary.get(experiment, Some(params), transport, profile, m).map_or("–".into(), |(mean, ci)| fmt(mean, ci))));
+                    row.extend(metrics.iter().map(|m| summary.get(experiment, Some(params), transport, profile, *m).map_or("–".into(), |(mean, ci)| fmt(mean, ci))));
                     row.push(n.to_string());
                     table.push(row);
                 }
@@ -179,91 +208,108 @@ pub fn document(
         doc.push(Block::Heading(2, "Failed runs (recorded, not hidden)".into()));
         doc.push(Block::List(failures));
     }
-    if let Some(calibration) = calibration {
-        doc.push(Block::Heading(2, "Emulator calibration (tlab netem selftest)".into()));
-        doc.push(Block::Paragraph(format!("```\n{}\n```", serde_json::to_string_pretty(calibration).unwrap_or_default())));
-    }
+    doc.blocks.extend(calibration);
     doc
 }
 
 fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc: &mut Document) {
     let transports = distinct(runs.iter().map(|r| r.transport.as_str()));
     let profiles = distinct(runs.iter().map(|r| r.profile.as_str()));
-    let bars = |metric: &str, title: &str, y_label: &str| BarChart {
+    let bars = |metric: Metric, title: &str| BarChart {
         title: title.into(),
-        y_label: y_label.into(),
+        y_label: metric.label(),
         groups: profiles.clone(),
-        series: transports.iter().map(|t| (t.clone(), profiles.iter().map(|p| summary.get(experiment, None, t, p, metric)).collect())).collect(),
+        series: transports
+            .iter()
+            .map(|t| {
+                let rows: Vec<Option<&SummaryRow>> = profiles.iter().map(|p| summary.row(experiment, None, t, p, metric)).collect();
+                (with_n(t, rows.iter().flatten().map(|r| r.n)), rows.iter().map(|r| r.map(|r| (r.mean, r.ci95))).collect())
+            })
+            .collect(),
     };
+    let line = |title: String, y: Metric, series: Vec<Series>| LineChart { title, x_label: "loss each way (%)".into(), y_label: y.label(), series, ..LineChart::default() };
     match experiment {
         "latency" => {
-            for profile in &profiles {
-                let series = transports
-                    .iter()
-                    .map(|t| {
-                        let h = merged_histograms(runs.iter().copied().filter(|r| &r.transport == t && &r.profile == profile), "latency");
-                        Series { name: t.clone(), points: h.cdf().into_iter().map(|(v, q)| (v as f64, q)).collect() }
-                    })
-                    .collect();
-                let chart = LineChart { title: format!("Latency CDF — {profile}"), x_label: "latency (µs, log)".into(), y_label: "share of messages".into(), log_x: true, markers: false, series, marker_x: None };
-                doc.push(Block::Plot(format!("latency-cdf-{}.svg", slug(profile)), chart.render()));
+            for which in [Distribution::OneWay, Distribution::RoundTrip] {
+                let path = which.descriptor().path.label();
+                for profile in &profiles {
+                    let series: Vec<Series> = transports
+                        .iter()
+                        .filter_map(|t| {
+                            let (h, n) = merged_histograms(runs.iter().copied().filter(|r| &r.transport == t && &r.profile == profile), which);
+                            let points = h.ccdf().into_iter().map(|(v, share)| (v as f64, share)).collect();
+                            (n > 0).then(|| Series { name: format!("{t} (n = {n}, {} messages)", h.len()), points, ci: vec![] })
+                        })
+                        .collect();
+                    if series.is_empty() {
+                        continue;
+                    }
+                    let chart = LineChart {
+                        title: format!("{path} latency CCDF — {profile}"),
+                        x_label: format!("{}, log", which.axis_label()),
+                        y_label: "share of messages with latency ≥ x (log)".into(),
+                        log_x: true,
+                        log_y: true,
+                        series,
+                        ..LineChart::default()
+                    };
+                    doc.push(Block::Plot(format!("{}-ccdf-{}.svg", which.name(), slug(profile)), chart.render()));
+                }
+                let p99 = which.metric(Stat::P99);
+                let series = metric_vs_loss(experiment, p99, runs, &transports, &profiles, summary);
+                if !series.is_empty() {
+                    doc.push(Block::Plot(format!("{}-vs-loss.svg", p99.name()), line(format!("p99 {path} latency vs packet loss"), p99, series).render()));
+                }
             }
-            let series = metric_vs_loss(experiment, "p99_us", runs, &transports, &profiles, summary);
-            let chart = LineChart { title: "p99 latency vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "p99 latency (µs)".into(), log_x: false, markers: false, series, marker_x: None };
-            doc.push(Block::Plot("p99-vs-loss.svg".into(), chart.render()));
         }
         "hol" => {
-            doc.push(Block::Plot("hol-penalty.svg".into(), bars("hol_penalty_us", "HOL penalty: p99(shared) − p99(separate)", "µs").render()));
-            doc.push(Block::Plot("hol-penalty-p90.svg".into(), bars("hol_penalty_p90_us", "HOL penalty at p90: p90(shared) − p90(separate)", "µs").render()));
+            doc.push(Block::Plot("hol-penalty.svg".into(), bars(Metric::HolPenalty, "HOL penalty: p99(shared) − p99(separate)").render()));
+            doc.push(Block::Plot("hol-penalty-p90.svg".into(), bars(Metric::HolPenaltyP90, "HOL penalty at p90: p90(shared) − p90(separate)").render()));
             // Per RTT, the penalty against loss: TCP-multiplexed modes should grow, QUIC streams should not.
-            let mut delays: Vec<f64> = runs.iter().filter_map(|r| r.metrics.get("link_delay_ms").copied()).collect();
+            let mut delays: Vec<f64> = runs.iter().filter_map(|r| r.get(Metric::LinkDelay)).collect();
             delays.sort_by(f64::total_cmp);
             delays.dedup();
             if delays.len() > 1 || profiles.len() > 2 {
                 for delay in delays {
-                    let same_delay: Vec<String> = profiles
-                        .iter()
-                        .filter(|p| runs.iter().any(|r| &r.profile == *p && r.metrics.get("link_delay_ms") == Some(&delay)))
-                        .cloned()
-                        .collect();
-                    let series = metric_vs_loss(experiment, "hol_penalty_p90_us", runs, &transports, &same_delay, summary);
+                    let same_delay: Vec<String> =
+                        profiles.iter().filter(|p| runs.iter().any(|r| &r.profile == *p && r.get(Metric::LinkDelay) == Some(delay))).cloned().collect();
+                    let series = metric_vs_loss(experiment, Metric::HolPenaltyP90, runs, &transports, &same_delay, summary);
                     let rtt = 2.0 * delay;
-                    let chart = LineChart { title: format!("HOL penalty (p90) vs loss, {rtt} ms RTT"), x_label: "loss each way (%)".into(), y_label: "p90(shared) − p90(separate), µs".into(), log_x: false, markers: false, series, marker_x: None };
+                    let chart = line(format!("HOL penalty (p90) vs loss, {rtt} ms RTT"), Metric::HolPenaltyP90, series);
                     doc.push(Block::Plot(format!("hol-p90-vs-loss-rtt{rtt}.svg"), chart.render()));
                 }
             }
         }
-        "handshake" => doc.push(Block::Plot("handshake.svg".into(), bars("handshake_ms", "Handshake: connect → first message", "ms").render())),
+        "handshake" => doc.push(Block::Plot("handshake.svg".into(), bars(Metric::Handshake, "Handshake: connect → first message").render())),
         "outage" => {
-            doc.push(Block::Plot("outage-gap.svg".into(), bars("gap_ms", "Longest gap through the outage", "ms").render()));
+            doc.push(Block::Plot("outage-gap.svg".into(), bars(Metric::Gap, "Longest gap through the outage").render()));
             timelines(experiment, runs, &transports, &profiles, doc);
         }
         "ordering" => {
-            let series = metric_vs_loss(experiment, "delivery_ratio", runs, &transports, &profiles, summary);
-            let chart = LineChart { title: "Delivery ratio vs packet loss".into(), x_label: "loss each way (%)".into(), y_label: "delivered / sent".into(), log_x: false, markers: false, series, marker_x: None };
-            doc.push(Block::Plot("delivery-vs-loss.svg".into(), chart.render()));
+            let series = metric_vs_loss(experiment, Metric::DeliveryRatio, runs, &transports, &profiles, summary);
+            doc.push(Block::Plot("delivery-vs-loss.svg".into(), line("Delivery ratio vs packet loss".into(), Metric::DeliveryRatio, series).render()));
         }
         "overhead" => {
             let sizes = distinct(runs.iter().map(|r| r.params.get("sizes").map(|s| s.to_string()).unwrap_or_default()).collect::<Vec<_>>().iter().map(String::as_str));
             let chart = BarChart {
                 title: "Wire overhead: IP bytes ÷ payload bytes".into(),
-                y_label: "ratio".into(),
+                y_label: Metric::OverheadRatio.label(),
                 groups: sizes.iter().map(|s| format!("{} B", s.trim_matches(['[', ']']))).collect(),
                 series: transports
                     .iter()
                     .map(|t| {
-                        let values = sizes
+                        let cis: Vec<Option<tlab_results::MeanCi>> = sizes
                             .iter()
                             .map(|s| {
                                 let values: Vec<f64> = runs
                                     .iter()
                                     .filter(|r| &r.transport == t && r.params.get("sizes").map(|v| v.to_string()).as_deref() == Some(s) && r.status == RunStatus::Ok)
-                                    .filter_map(|r| r.metrics.get("overhead_ratio").copied())
+                                    .filter_map(|r| r.get(Metric::OverheadRatio))
                                     .collect();
-                                tlab_results::MeanCi::of(&values).map(|ci| (ci.mean, ci.ci95))
+                                tlab_results::MeanCi::of(&values)
                             })
                             .collect();
-                        (t.clone(), values)
+                        (with_n(t, cis.iter().flatten().map(|c| c.n)), cis.iter().map(|c| c.map(|c| (c.mean, c.ci95))).collect())
                     })
                     .collect(),
             };
@@ -274,30 +320,42 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
     }
 }
 
-/// One series per transport: `metric` against the profile's nominal loss (%), one point per profile.
-fn metric_vs_loss(experiment: &str, metric: &str, runs: &[&RunRecord], transports: &[String], profiles: &[String], summary: &Summary<'_>) -> Vec<Series> {
-    transports
-        .iter()
-        .map(|t| {
-            let mut points: Vec<(f64, f64)> = profiles
+/// `metric` against the profile's nominal loss (%), one point per profile with its CI: one series per transport
+/// and link delay, so that a series never joins points of different RTTs.
+fn metric_vs_loss(experiment: &str, metric: Metric, runs: &[&RunRecord], transports: &[String], profiles: &[String], summary: &Summary<'_>) -> Vec<Series> {
+    let link = |p: &String, m: Metric| runs.iter().find(|r| &r.profile == p).and_then(|r| r.get(m));
+    let mut delays: Vec<f64> = profiles.iter().filter_map(|p| link(p, Metric::LinkDelay)).collect();
+    delays.sort_by(f64::total_cmp);
+    delays.dedup();
+    let mut out = Vec::new();
+    for t in transports {
+        for &delay in &delays {
+            let mut points: Vec<(f64, &SummaryRow)> = profiles
                 .iter()
-                .filter_map(|p| {
-                    let loss = runs.iter().find(|r| &r.profile == p).and_then(|r| r.metrics.get("link_loss")).copied()?;
-                    summary.get(experiment, None, t, p, metric).map(|(m, _)| (loss * 100.0, m))
-                })
+                .filter(|p| link(p, Metric::LinkDelay) == Some(delay))
+                .filter_map(|p| Some((link(p, Metric::LinkLoss)? * 100.0, summary.row(experiment, None, t, p, metric)?)))
                 .collect();
+            if points.is_empty() {
+                continue;
+            }
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series { name: t.clone(), points }
-        })
-        .collect()
+            let name = if delays.len() > 1 { format!("{t}, {} ms RTT", 2.0 * delay) } else { t.clone() };
+            out.push(Series {
+                name: with_n(&name, points.iter().map(|(_, r)| r.n)),
+                points: points.iter().map(|(x, r)| (*x, r.mean)).collect(),
+                ci: points.iter().map(|(_, r)| r.ci95).collect(),
+            });
+        }
+    }
+    out
 }
 
 /// Mean of a metric over every cell of one experiment and transport whose params contain `param` (any profile).
-fn mean_where(summary: &Summary<'_>, experiment: &str, transport: &str, param: &str, metric: &str) -> Option<f64> {
+fn mean_where(summary: &Summary<'_>, experiment: &str, transport: &str, param: &str, metric: Metric) -> Option<f64> {
     let values: Vec<f64> = summary
         .rows
         .iter()
-        .filter(|r| r.experiment == experiment && r.transport == transport && r.metric == metric && r.params.contains(param))
+        .filter(|r| r.experiment == experiment && r.transport == transport && r.metric == metric.name() && r.params.contains(param))
         .map(|r| r.mean)
         .collect();
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
@@ -306,7 +364,7 @@ fn mean_where(summary: &Summary<'_>, experiment: &str, transport: &str, param: &
 /// Each claim of the seed article beside what this suite measured (– where the suite did not measure it).
 fn seed_article_claims(summary: &Summary<'_>) -> Vec<Vec<String>> {
     let num = |v: Option<f64>, unit: &str| v.map_or("–".to_string(), |v| format!("{v:.1}{unit}"));
-    let per_message = |t: &str, size: usize| mean_where(summary, "overhead", t, &format!("[{size}]"), "wire_bytes_per_message");
+    let per_message = |t: &str, size: usize| mean_where(summary, "overhead", t, &format!("[{size}]"), Metric::WireBytesPerMessage);
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let mut rows = Vec::new();
     rows.push(vec![
@@ -332,20 +390,20 @@ fn seed_article_claims(summary: &Summary<'_>) -> Vec<Vec<String>> {
             num(per_message("ws-mux", 256).map(|b| b / 2.0), " B")
         ),
     ]);
-    let outage = |t: &str, m: &str| mean_where(summary, "outage", t, "", m);
+    let outage = |t: &str, m: Metric| mean_where(summary, "outage", t, "", m);
     rows.push(vec![
         "SSE reconnects automatically; WebSocket must do it by hand".into(),
         format!(
             "through a 2 s blackhole with tlab's session layer on both: longest gap sse-h2 {} / ws {}, missing {} / {} (SSE's Last-Event-ID is what our resume generalises)",
-            num(outage("sse-h2", "gap_ms"), " ms"),
-            num(outage("ws", "gap_ms"), " ms"),
-            num(outage("sse-h2", "missing"), ""),
-            num(outage("ws", "missing"), "")
+            num(outage("sse-h2", Metric::Gap), " ms"),
+            num(outage("ws", Metric::Gap), " ms"),
+            num(outage("sse-h2", Metric::Missing), ""),
+            num(outage("ws", Metric::Missing), "")
         ),
     ]);
     let mut goodput: Vec<(String, f64)> = ["ws", "ws-mux", "sse-h1", "sse-h2", "grpc", "quic", "h3", "wt-stream"]
         .iter()
-        .filter_map(|t| mean_where(summary, "latency", t, "echo", "goodput_mbit_s").map(|g| (t.to_string(), g)))
+        .filter_map(|t| mean_where(summary, "latency", t, "echo", Metric::Goodput).map(|g| (t.to_string(), g)))
         .collect();
     goodput.sort_by(|a, b| b.1.total_cmp(&a.1));
     let rank = goodput.iter().position(|(t, _)| t == "grpc").map_or("–".to_string(), |i| format!("#{} of {}", i + 1, goodput.len()));
@@ -356,7 +414,7 @@ fn seed_article_claims(summary: &Summary<'_>) -> Vec<Vec<String>> {
             goodput.iter().map(|(t, g)| format!("{t} {g:.0}")).collect::<Vec<_>>().join(", ") + " Mbit/s"
         ),
     ]);
-    let hol = |t: &str| mean_where(summary, "hol", t, "", "hol_penalty_us").map(|us| us / 1000.0);
+    let hol = |t: &str| mean_where(summary, "hol", t, "", Metric::HolPenalty).map(|us| us / 1000.0);
     rows.push(vec![
         "HTTP/2 multiplexing removes head-of-line blocking".into(),
         format!(
@@ -377,7 +435,7 @@ fn timelines(experiment: &str, runs: &[&RunRecord], transports: &[String], profi
             .iter()
             .filter_map(|t| runs.iter().copied().find(|r| &r.transport == t && &r.profile == profile && r.repetition == 0 && r.status == RunStatus::Ok))
             .collect();
-        let event = chosen.iter().find_map(|r| r.metrics.get("event_at_ms").copied());
+        let event = chosen.iter().find_map(|r| r.get(Metric::EventAt));
         let series = chosen
             .iter()
             .map(|run| {
@@ -386,17 +444,17 @@ fn timelines(experiment: &str, runs: &[&RunRecord], transports: &[String], profi
                 if let Some(at) = event {
                     points.retain(|(t, _)| (at - 1000.0..=at + 2000.0).contains(t));
                 }
-                Series { name: run.transport.clone(), points }
+                Series { name: format!("{} (repetition 0, n = 1)", run.transport), points, ci: vec![] }
             })
             .collect();
         let chart = LineChart {
             title: format!("Message arrivals around the event — {profile}"),
             x_label: "time since link start (ms)".into(),
             y_label: "message seq".into(),
-            log_x: false,
             markers: true,
             series,
             marker_x: event.map(|e| (e, "event".to_string())),
+            ..LineChart::default()
         };
         doc.push(Block::Plot(format!("{experiment}-{}.svg", slug(profile)), chart.render()));
     }
@@ -413,14 +471,62 @@ mod tests {
             params: r#"{"streams":8}"#.into(),
             transport: "grpc".into(),
             profile: "lossy-2".into(),
-            metric: "hol_penalty_us".into(),
+            metric: Metric::HolPenalty.name().into(),
             mean: 1500.0,
-            ci95: 20.0,
+            ci95: Some(20.0),
             n: 3,
             failed: 0,
         }];
         let csv = summary_csv(&rows);
         assert_eq!(csv.lines().nth(1).unwrap(), r#"hol,"{""streams"":8}",grpc,lossy-2,hol_penalty_us,1500,20,3,0"#);
+    }
+
+    /// A one-way latency run of `transport` over a link of `delay_ms` and `loss`, with a known distribution.
+    fn latency_run(transport: &str, profile: &str, delay_ms: f64, loss: f64, repetition: u32) -> RunRecord {
+        let cell = tlab_results::CellId {
+            experiment: "latency".into(),
+            params: Default::default(),
+            transport: transport.into(),
+            profile: profile.into(),
+            repetition,
+            seed: u64::from(repetition),
+        };
+        let mut run = RunRecord::new("s".into(), cell);
+        let mut histogram = LatencyHistogram::new();
+        for ms in 1..=100u64 {
+            histogram.record_ns((delay_ms as u64 + ms) * 1_000_000);
+        }
+        let p = histogram.percentiles().unwrap();
+        for stat in Stat::ALL {
+            run.set(Distribution::OneWay.metric(stat), stat.of(&p) + f64::from(repetition));
+        }
+        run.set(Metric::LinkDelay, delay_ms);
+        run.set(Metric::LinkLoss, loss);
+        run.histograms.insert(Distribution::OneWay.name().into(), histogram);
+        run
+    }
+
+    #[test]
+    fn figures_show_n_never_a_zero_ci_and_keep_rtts_apart() {
+        let runs = vec![
+            latency_run("ws", "lan", 0.5, 0.0, 0),
+            latency_run("ws", "lossy-2", 20.0, 0.02, 0),
+            latency_run("ws", "clean-40", 20.0, 0.0, 0),
+            latency_run("ws", "clean-40", 20.0, 0.0, 1),
+        ];
+        let rows = tlab_results::summarize(&runs);
+        let doc = document("d", None, &Completeness::of(None, &runs), &runs, &rows, Vec::new());
+        let md = doc.to_markdown();
+        assert!(md.contains("one_way_p50_us (one-way, µs)"), "columns say one-way and the unit: {md}");
+        assert!(md.contains("± n/a") && !md.contains("± 0 "), "n = 1 has no CI: {md}");
+        let plots = doc.plots();
+        let ccdf = plots.iter().find(|(name, _)| *name == "one_way_latency-ccdf-lan.svg").expect("a CCDF per profile").1;
+        assert!(ccdf.contains("one-way latency (µs), log") && ccdf.contains("ws (n = 1, 100 messages)"), "{ccdf}");
+        assert!(!plots.iter().any(|(name, _)| name.starts_with("round_trip")), "no round-trip plot without round trips");
+        let vs_loss = plots.iter().find(|(name, _)| *name == "one_way_p99_us-vs-loss.svg").expect("p99 vs loss").1;
+        assert!(vs_loss.contains("ws, 1 ms RTT (n = 1)") && vs_loss.contains("ws, 40 ms RTT (n = 1–2)"), "one series per RTT: {vs_loss}");
+        assert_eq!(vs_loss.matches("<polyline").count(), 2);
+        assert_eq!(vs_loss.matches("<path").count(), 1, "an error bar only on the point with n = 2");
     }
 
     #[test]
@@ -432,9 +538,12 @@ mod tests {
 
     #[test]
     fn numbers_are_formatted_with_their_ci() {
-        assert_eq!(fmt(1234.4, 10.2), "1234 ± 10");
-        assert_eq!(fmt(1.2345, 0.0), "1.23");
-        assert_eq!(fmt(0.0, 0.0), "0");
-        assert_eq!(fmt(0.98765, 0.001), "0.9877 ± 0.0010");
+        assert_eq!(fmt(1234.4, Some(10.2)), "1234 ± 10");
+        assert_eq!(fmt(1.2345, None), "1.23 ± n/a", "n = 1 has no CI, which is not a CI of 0");
+        assert_eq!(fmt(0.0, Some(0.0)), "0 ± 0");
+        assert_eq!(fmt(3.0, None), "3 ± n/a");
+        assert_eq!(fmt(0.98765, Some(0.001)), "0.9877 ± 0.0010");
+        assert_eq!(with_n("ws", [3, 3]), "ws (n = 3)");
+        assert_eq!(with_n("ws", [5, 2, 3]), "ws (n = 2–5)");
     }
 }

@@ -12,17 +12,19 @@ const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 10] =
     ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
-/// A named series of points.
-#[derive(Debug, Clone)]
+/// A named series of points, optionally with a 95 % CI half-width per point (drawn as an error bar).
+#[derive(Debug, Clone, Default)]
 pub struct Series {
-    /// Legend label.
+    /// Legend label (says n where the points are means).
     pub name: String,
     /// Points (x, y).
     pub points: Vec<(f64, f64)>,
+    /// CI half-width of each point, parallel to `points`; empty for none, `None` where a point has no CI (n = 1).
+    pub ci: Vec<Option<f64>>,
 }
 
 /// A line chart.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LineChart {
     /// Title above the plot.
     pub title: String,
@@ -30,8 +32,10 @@ pub struct LineChart {
     pub x_label: String,
     /// Y axis label.
     pub y_label: String,
-    /// Logarithmic x axis (latency CDFs).
+    /// Logarithmic x axis (latency CCDFs).
     pub log_x: bool,
+    /// Logarithmic y axis (latency CCDFs: the tail is readable).
+    pub log_y: bool,
     /// Draw markers instead of lines (timelines).
     pub markers: bool,
     /// The data.
@@ -49,8 +53,8 @@ pub struct BarChart {
     pub y_label: String,
     /// Group labels along x.
     pub groups: Vec<String>,
-    /// One bar per group per series: (value, 95 % CI half-width); `None` where missing.
-    pub series: Vec<(String, Vec<Option<(f64, f64)>>)>,
+    /// One bar per group per series: (value, 95 % CI half-width, `None` for n = 1); `None` where missing.
+    pub series: Vec<(String, Vec<Option<(f64, Option<f64>)>>)>,
 }
 
 fn escape(text: &str) -> String {
@@ -81,6 +85,8 @@ fn fmt_tick(v: f64) -> String {
         format!("{:.0}k", v / 1e3)
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
+    } else if v.abs() < 0.01 {
+        format!("{v:.0e}")
     } else {
         format!("{v:.2}")
     }
@@ -121,7 +127,20 @@ impl LineChart {
     pub fn render(&self) -> String {
         let mut svg = String::new();
         frame(&mut svg, &self.title, &self.x_label, &self.y_label);
-        let points: Vec<(f64, f64)> = self.series.iter().flat_map(|s| s.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let ty = |y: f64| if self.log_y { y.max(1e-12).log10() } else { y };
+        // Every point with its error bar's ends, in axis units (log where the axis is).
+        let points: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| {
+                s.points.iter().enumerate().flat_map(move |(i, &(x, y))| {
+                    let ci = s.ci.get(i).copied().flatten().unwrap_or(0.0);
+                    [(x, y - ci), (x, y + ci)]
+                })
+            })
+            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!self.log_y || *y > 0.0))
+            .map(|(x, y)| (x, ty(y)))
+            .collect();
         if points.is_empty() {
             svg.push_str(r#"<text x="300" y="200">no data</text></svg>"#);
             return svg;
@@ -132,14 +151,23 @@ impl LineChart {
             x_lo = x_lo.min(tx(*mx));
             x_hi = x_hi.max(tx(*mx));
         }
-        // Timelines zoom on their data; other charts keep zero on the axis.
-        let y_floor = if self.markers { f64::MAX } else { 0.0 };
-        let (y_lo, y_hi) = points.iter().fold((y_floor, f64::MIN), |(lo, hi), (_, y)| (lo.min(*y), hi.max(*y)));
-        let (x_hi, y_hi) = (if x_hi > x_lo { x_hi } else { x_lo + 1.0 }, if y_hi > y_lo { y_hi * 1.05 } else { y_lo + 1.0 });
+        // Timelines and log axes zoom on their data; other charts keep zero on the axis.
+        let y_floor = if self.markers || self.log_y { f64::MAX } else { 0.0 };
+        let (mut y_lo, y_hi) = points.iter().fold((y_floor, f64::MIN), |(lo, hi), (_, y)| (lo.min(*y), hi.max(*y)));
+        if self.log_y {
+            y_lo = y_lo.floor();
+        }
+        let headroom = if self.log_y { 0.0 } else { (y_hi - y_lo) * 0.05 };
+        let (x_hi, y_hi) = (if x_hi > x_lo { x_hi } else { x_lo + 1.0 }, if y_hi > y_lo { y_hi + headroom } else { y_lo + 1.0 });
         let px = |x: f64| LEFT + (tx(x) - x_lo) / (x_hi - x_lo) * (WIDTH - LEFT - RIGHT);
-        let py = |y: f64| HEIGHT - BOTTOM - (y - y_lo) / (y_hi - y_lo) * (HEIGHT - TOP - BOTTOM);
+        let py = |y: f64| HEIGHT - BOTTOM - (ty(y) - y_lo) / (y_hi - y_lo) * (HEIGHT - TOP - BOTTOM);
         axes(&mut svg);
-        y_grid(&mut svg, y_lo, y_hi, &py);
+        let y_ticks: Vec<f64> = if self.log_y {
+            (y_lo.floor() as i32..=y_hi.ceil() as i32).filter(|e| (y_lo - 1e-9..=y_hi + 1e-9).contains(&f64::from(*e))).map(|e| 10f64.powi(e)).collect()
+        } else {
+            ticks(y_lo, y_hi)
+        };
+        y_grid(&mut svg, &y_ticks, &py);
         let x_ticks: Vec<f64> = if self.log_x {
             // 1-2-5 steps per decade, so that even a narrow range gets labels.
             (x_lo.floor() as i32..=x_hi.ceil() as i32)
@@ -158,7 +186,17 @@ impl LineChart {
         }
         for (i, series) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = series.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            let drawable = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0);
+            let pts: Vec<(f64, f64)> = series.points.iter().copied().filter(|&(x, y)| drawable(x, y)).collect();
+            for (i, &(x, y)) in series.points.iter().enumerate() {
+                let Some(ci) = series.ci.get(i).copied().flatten().filter(|c| *c > 0.0 && drawable(x, y)) else { continue };
+                let (cx, lo, hi) = (px(x), py(if self.log_y { (y - ci).max(y * 1e-3) } else { y - ci }), py(y + ci));
+                let _ = write!(
+                    svg,
+                    r#"<path d="M{cx:.1},{lo:.1}V{hi:.1}M{l:.1},{lo:.1}h8M{l:.1},{hi:.1}h8" stroke="{color}" fill="none"/>"#,
+                    l = cx - 4.0
+                );
+            }
             if self.markers {
                 for (x, y) in &pts {
                     let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="{color}"/>"#, px(*x), py(*y));
@@ -175,9 +213,9 @@ impl LineChart {
     }
 }
 
-/// Horizontal grid lines with their labels on the y axis.
-fn y_grid(svg: &mut String, lo: f64, hi: f64, py: &dyn Fn(f64) -> f64) {
-    for t in ticks(lo, hi) {
+/// Horizontal grid lines at `ticks` (data units) with their labels on the y axis.
+fn y_grid(svg: &mut String, ticks: &[f64], py: &dyn Fn(f64) -> f64) {
+    for &t in ticks {
         let y = py(t);
         let _ = write!(
             svg,
@@ -204,8 +242,8 @@ impl BarChart {
     pub fn render(&self) -> String {
         let mut svg = String::new();
         frame(&mut svg, &self.title, "", &self.y_label);
-        let values: Vec<f64> = self.series.iter().flat_map(|(_, v)| v.iter().flatten().map(|(m, c)| m + c)).filter(|v| v.is_finite()).collect();
-        let lows: Vec<f64> = self.series.iter().flat_map(|(_, v)| v.iter().flatten().map(|(m, c)| m - c)).filter(|v| v.is_finite()).collect();
+        let values: Vec<f64> = self.series.iter().flat_map(|(_, v)| v.iter().flatten().map(|(m, c)| m + c.unwrap_or(0.0))).filter(|v| v.is_finite()).collect();
+        let lows: Vec<f64> = self.series.iter().flat_map(|(_, v)| v.iter().flatten().map(|(m, c)| m - c.unwrap_or(0.0))).filter(|v| v.is_finite()).collect();
         if values.is_empty() || self.groups.is_empty() {
             svg.push_str(r#"<text x="300" y="200">no data</text></svg>"#);
             return svg;
@@ -214,7 +252,7 @@ impl BarChart {
         let y_hi = values.iter().copied().fold(f64::MIN, f64::max).max(y_lo + 1e-9) * 1.08;
         let py = |y: f64| HEIGHT - BOTTOM - (y - y_lo) / (y_hi - y_lo) * (HEIGHT - TOP - BOTTOM);
         axes(&mut svg);
-        y_grid(&mut svg, y_lo, y_hi, &py);
+        y_grid(&mut svg, &ticks(y_lo, y_hi), &py);
         let group_width = (WIDTH - LEFT - RIGHT) / self.groups.len() as f64;
         let bar_width = group_width * 0.8 / self.series.len().max(1) as f64;
         for (g, group) in self.groups.iter().enumerate() {
@@ -225,7 +263,7 @@ impl BarChart {
                 let x = gx + group_width * 0.1 + s as f64 * bar_width;
                 let (top, zero) = (py(mean.max(0.0)), py(mean.min(0.0)));
                 let _ = write!(svg, r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#, bar_width * 0.92, (zero - top).abs(), COLORS[s % COLORS.len()]);
-                if ci > 0.0 {
+                if let Some(ci) = ci.filter(|c| *c > 0.0) {
                     let cx = x + bar_width * 0.46;
                     let _ = write!(svg, r#"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="black"/>"#, py(mean - ci), py(mean + ci));
                 }
@@ -256,18 +294,27 @@ mod tests {
             x_label: "µs".into(),
             y_label: "share".into(),
             log_x: true,
-            markers: false,
-            series: vec![Series { name: "ws".into(), points: vec![(10.0, 0.1), (100.0, 0.9), (1000.0, 1.0)] }],
-            marker_x: None,
+            log_y: true,
+            series: vec![Series { name: "ws".into(), points: vec![(10.0, 1.0), (100.0, 0.1), (1000.0, 0.001)], ci: vec![] }],
+            ..LineChart::default()
         }
         .render();
         assert!(line.starts_with("<svg") && line.ends_with("</svg>"));
         assert!(line.contains("CDF &lt;test&gt;") && line.contains("polyline") && line.contains(">ws<"));
+        for decade in [">1<", ">0.10<", ">0.01<", ">1e-3<"] {
+            assert!(line.contains(decade), "log-y ticks at every decade: {decade}");
+        }
+        let with_ci = |ci: Vec<Option<f64>>| {
+            let series = vec![Series { name: "quic (n = 5)".into(), points: vec![(0.0, 10.0), (1.0, 20.0)], ci }];
+            LineChart { title: "p99".into(), series, ..LineChart::default() }.render()
+        };
+        assert_eq!(with_ci(vec![Some(2.0), Some(3.0)]).matches("<path").count(), 2, "one error bar per point");
+        assert_eq!(with_ci(vec![None, Some(3.0)]).matches("<path").count(), 1, "no bar where n = 1");
         let bars = BarChart {
             title: "HOL".into(),
             y_label: "µs".into(),
             groups: vec!["lossy-2".into()],
-            series: vec![("grpc".into(), vec![Some((120.0, 10.0))]), ("quic".into(), vec![None])],
+            series: vec![("grpc".into(), vec![Some((120.0, Some(10.0)))]), ("quic".into(), vec![None])],
         }
         .render();
         assert_eq!(bars.matches("<rect").count(), 1 + 1 + 2, "background, one bar, two legend swatches");

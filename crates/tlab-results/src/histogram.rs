@@ -1,7 +1,10 @@
-//! One-way latency histograms: HdrHistogram in microseconds, 3 significant digits, serializable as buckets.
+//! Latency histograms (one-way or round trip, as their [`crate::Distribution`] says): HdrHistogram in microseconds,
+//! 3 significant digits, serializable as buckets.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+
+use crate::records::MessageRecord;
 
 /// p50 / p90 / p99 / p99.9 / max in microseconds, plus the count.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -39,6 +42,16 @@ impl LatencyHistogram {
     /// An empty histogram.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The latency distribution of `messages`, each counted from its scheduled send time
+    /// ([`MessageRecord::latency_ns`]).
+    pub fn of_messages<'a>(messages: impl IntoIterator<Item = &'a MessageRecord>) -> Self {
+        let mut histogram = Self::new();
+        for message in messages {
+            histogram.record_ns(message.latency_ns());
+        }
+        histogram
     }
 
     /// Records one latency given in nanoseconds (stored in µs, at least 1).
@@ -92,15 +105,17 @@ impl LatencyHistogram {
         above as f64 / self.len() as f64
     }
 
-    /// `(value_us, cumulative share)` points of the empirical CDF, one per distinct recorded bucket.
-    pub fn cdf(&self) -> Vec<(u64, f64)> {
+    /// `(value_us, share of samples ≥ value_us)` points of the empirical complementary CDF, one per distinct
+    /// recorded bucket: the first is 1, the last the largest bucket's share (never 0, so it fits a log axis).
+    pub fn ccdf(&self) -> Vec<(u64, f64)> {
         let total = self.len() as f64;
-        let mut cumulative = 0u64;
+        let mut below = 0u64;
         self.buckets()
             .into_iter()
             .map(|(value, count)| {
-                cumulative += count;
-                (value, cumulative as f64 / total)
+                let share = (self.len() - below) as f64 / total;
+                below += count;
+                (value, share)
             })
             .collect()
     }
@@ -159,9 +174,10 @@ mod tests {
         let back: LatencyHistogram = serde_json::from_str(&json).unwrap();
         assert_eq!(back.percentiles(), h.percentiles());
         assert_eq!(back.buckets(), h.buckets());
-        let cdf = back.cdf();
-        assert_eq!(cdf.last().unwrap().1, 1.0);
-        assert!(cdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        let ccdf = back.ccdf();
+        assert_eq!(ccdf.first().unwrap().1, 1.0);
+        assert_eq!(ccdf.last().unwrap().1, 1.0 / 6.0, "the largest sample alone");
+        assert!(ccdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 > w[1].1));
     }
 
     #[test]

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::LatencyHistogram;
+use crate::stack::StackInfo;
+use crate::metrics::{Distribution, Metric};
+use crate::provenance::{BuildInfo, HostInfo, LinkHealth};
 use crate::stats::MeanCi;
 
 /// How a run ended.
@@ -43,14 +46,32 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Wall time of the run, seconds.
     pub duration_s: f64,
-    /// Scalar metrics by name (units in the name: `_us`, `_ms`, `_mbit_s`, ratios unitless).
+    /// Scalar metrics by [`Metric`] name (read and written with [`RunRecord::get`] and [`RunRecord::set`]; a name
+    /// this version does not describe is kept as it is).
     pub metrics: BTreeMap<String, f64>,
-    /// Raw latency histograms by name (µs buckets), from which every latency figure is recomputed.
+    /// Raw latency histograms by [`Distribution`] name (µs buckets), from which every latency figure is recomputed.
     #[serde(default)]
     pub histograms: BTreeMap<String, LatencyHistogram>,
     /// Time series by name, e.g. message arrivals around a migration: `(t_ms, value)` points.
     #[serde(default)]
     pub series: BTreeMap<String, Vec<(f64, f64)>>,
+    /// The run's per-message file, relative to the results directory (`messages/<run>.csv.gz`), when it kept one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<String>,
+    /// The link's drop log of the run, relative to the results directory (`drops/<run>.csv.gz`), when the emulator
+    /// provided one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops: Option<String>,
+    /// What the client's and the server's stacks ran with (congestion control read back, pacing, windows); absent
+    /// when the cell failed before its link was set up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackInfo>,
+    /// How well the link kept its schedule during the run (absent for runs without one and in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkHealth>,
+    /// The run's packet capture, key log and qlog traces, when it was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<crate::CaptureRecord>,
 }
 
 impl RunRecord {
@@ -71,7 +92,40 @@ impl RunRecord {
             metrics: BTreeMap::new(),
             histograms: BTreeMap::new(),
             series: BTreeMap::new(),
+            messages: None,
+            drops: None,
+            stack: None,
+            link: None,
+            capture: None,
         }
+    }
+
+    /// False only when the run's link was measured and missed its tolerance.
+    pub fn link_ok(&self) -> bool {
+        self.link.as_ref().is_none_or(|l| l.link_ok)
+    }
+
+    /// The value of `metric`, if the run recorded it.
+    pub fn get(&self, metric: Metric) -> Option<f64> {
+        self.metrics.get(metric.name()).copied()
+    }
+
+    /// Records `value` for `metric`.
+    pub fn set(&mut self, metric: Metric, value: f64) {
+        self.metrics.insert(metric.name().to_string(), value);
+    }
+
+    /// The distribution `which`, if the run recorded it.
+    pub fn histogram(&self, which: Distribution) -> Option<&LatencyHistogram> {
+        self.histograms.get(which.name())
+    }
+
+    /// The file name (without extension) of this run's per-run files: experiment, transport, profile, repetition
+    /// and seed, unique within a results directory and safe as a file name.
+    pub fn file_stem(&self) -> String {
+        let profile = self.profile.rsplit('/').next().unwrap_or(&self.profile).trim_end_matches(".toml");
+        let raw = format!("{}-{}-{}-r{}-{:016x}", self.experiment, self.transport, profile, self.repetition, self.seed);
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
     }
 
     /// The cell this run belongs to: everything but the repetition and seed.
@@ -143,8 +197,8 @@ pub struct SummaryRow {
     pub metric: String,
     /// Mean over repetitions.
     pub mean: f64,
-    /// Half-width of the 95 % CI over repetitions (0 with a single repetition).
-    pub ci95: f64,
+    /// Half-width of the 95 % CI over repetitions; `None` with a single repetition (written as an empty field).
+    pub ci95: Option<f64>,
     /// Successful repetitions.
     pub n: usize,
     /// Repetitions that failed or timed out.
@@ -258,10 +312,20 @@ pub struct Manifest {
     pub cpu_model: String,
     /// Logical CPU cores.
     pub cores: usize,
+    /// The binary that ran (its commit is the one above), as compiled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildInfo>,
+    /// CPU governor, steal, TCP sysctls and link devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostInfo>,
     /// Link emulator backend that ran (tun, kernel, or none for loopback).
     pub emulator_backend: String,
-    /// TCP congestion control in the namespaces (QUIC uses the same algorithm where the transport allows).
+    /// The suite's congestion control (`cubic`, `newreno`, `bbr`): kernel TCP in both namespaces and quinn on both
+    /// ends of every QUIC mode run it (each run's [`RunRecord::stack`] has what each side read back).
     pub congestion_control: String,
+    /// What the stacks of the last run that set up its link ran with (each run records its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackInfo>,
     /// The runs that produced this directory (several after `tlab merge` or `tlab run --resume`).
     pub parts: Vec<ManifestPart>,
     /// Whether every planned cell ran (manifests older than this field were written only when complete).
@@ -315,9 +379,14 @@ mod tests {
             status,
             error: (status != RunStatus::Ok).then(|| "boom".to_string()),
             duration_s: 1.0,
-            metrics: BTreeMap::from([("p99_us".to_string(), p99)]),
-            histograms: BTreeMap::from([("latency".to_string(), histogram)]),
+            metrics: BTreeMap::from([(Metric::OneWayP99.name().to_string(), p99)]),
+            histograms: BTreeMap::from([(Distribution::OneWay.name().to_string(), histogram)]),
             series: BTreeMap::from([("arrivals".to_string(), vec![(0.0, 1.0), (2.5, 2.0)])]),
+            messages: Some("messages/x.csv.gz".into()),
+            drops: None,
+            stack: None,
+            link: None,
+            capture: None,
         }
     }
 
@@ -328,8 +397,10 @@ mod tests {
         let back: RunRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), line);
         assert_eq!(back.status, RunStatus::Failed);
-        assert_eq!(back.histograms["latency"].len(), 1);
-        assert!(line.contains("\"status\":\"failed\""));
+        assert_eq!(back.histogram(Distribution::OneWay).map(LatencyHistogram::len), Some(1));
+        assert_eq!((back.get(Metric::OneWayP99), back.messages.as_deref()), (Some(1234.0), Some("messages/x.csv.gz")));
+        assert!(line.contains("\"status\":\"failed\"") && !line.contains("\"drops\""), "{line}");
+        assert_eq!(back.file_stem(), "latency-ws-clean-r0-0000000000000007");
     }
 
     #[test]
@@ -376,7 +447,7 @@ mod tests {
         let rows = summarize(&records);
         assert_eq!(rows.len(), 2);
         assert_eq!((rows[0].transport.as_str(), rows[0].mean, rows[0].n, rows[0].failed), ("ws", 12.0, 3, 1));
-        assert!((rows[0].ci95 - 4.9687).abs() < 1e-3);
-        assert_eq!((rows[1].transport.as_str(), rows[1].mean, rows[1].ci95), ("grpc", 5.0, 0.0));
+        assert!((rows[0].ci95.unwrap() - 4.9687).abs() < 1e-3);
+        assert_eq!((rows[1].transport.as_str(), rows[1].mean, rows[1].ci95, rows[1].n), ("grpc", 5.0, None, 1), "n = 1 has no CI");
     }
 }

@@ -22,8 +22,8 @@ pub fn student_t_975(df: usize) -> f64 {
 pub struct MeanCi {
     /// Arithmetic mean.
     pub mean: f64,
-    /// Half-width of the 95 % CI (t · s / √n); 0 for a single value (no spread can be estimated).
-    pub ci95: f64,
+    /// Half-width of the 95 % CI (t · s / √n); `None` for a single value (no spread can be estimated).
+    pub ci95: Option<f64>,
     /// Number of values.
     pub n: usize,
 }
@@ -37,10 +37,10 @@ impl MeanCi {
         }
         let mean = values.iter().sum::<f64>() / n as f64;
         if n == 1 {
-            return Some(Self { mean, ci95: 0.0, n });
+            return Some(Self { mean, ci95: None, n });
         }
         let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        Some(Self { mean, ci95: student_t_975(n - 1) * (variance / n as f64).sqrt(), n })
+        Some(Self { mean, ci95: Some(student_t_975(n - 1) * (variance / n as f64).sqrt()), n })
     }
 }
 
@@ -53,13 +53,13 @@ mod tests {
         // Values 10, 12, 14: mean 12, s = 2, t(2) = 4.303, half-width = 4.303·2/√3 = 4.9687.
         let ci = MeanCi::of(&[10.0, 12.0, 14.0]).unwrap();
         assert_eq!(ci.mean, 12.0);
-        assert!((ci.ci95 - 4.9687).abs() < 1e-3, "{ci:?}");
+        assert!((ci.ci95.unwrap() - 4.9687).abs() < 1e-3, "{ci:?}");
         assert_eq!(ci.n, 3);
     }
 
     #[test]
     fn single_value_and_empty() {
-        assert_eq!(MeanCi::of(&[5.0]).unwrap(), MeanCi { mean: 5.0, ci95: 0.0, n: 1 });
+        assert_eq!(MeanCi::of(&[5.0]).unwrap(), MeanCi { mean: 5.0, ci95: None, n: 1 });
         assert!(MeanCi::of(&[]).is_none());
     }
 
