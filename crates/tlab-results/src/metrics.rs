@@ -1,0 +1,362 @@
+//! The one vocabulary of measurements: every scalar metric ([`Metric`]) and every latency distribution
+//! ([`Distribution`]) has a single [`Descriptor`] here — its name in `runs.jsonl` and `summary.csv`, its unit, whether
+//! it is one-way or round trip (or neither), and what it counts. The workloads record through these types, the
+//! summary and the report read through them, and docs/RESULTS.md carries the table [`markdown_table`] renders (a test
+//! keeps the two equal), so a name cannot mean two things and a definition cannot drift.
+//!
+//! Latency is always measured from a message's *scheduled* send time (the time the workload's schedule gave it), not
+//! from the time the send call actually ran, so a sender that falls behind its schedule shows up in the latency
+//! instead of vanishing (coordinated omission); the per-message file keeps both times.
+
+use std::fmt;
+
+use crate::histogram::Percentiles;
+
+/// The unit of a metric's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Microseconds.
+    Microseconds,
+    /// Milliseconds.
+    Milliseconds,
+    /// Megabits (10⁶ bits) per second.
+    MbitPerSecond,
+    /// Bytes.
+    Bytes,
+    /// A number of messages or events.
+    Count,
+    /// A ratio or share (unitless).
+    Ratio,
+    /// A multiple of the connection's round-trip time.
+    Rtts,
+    /// 1 for yes, 0 for no.
+    Flag,
+}
+
+impl Unit {
+    /// How the unit is written in tables and on axes.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Microseconds => "µs",
+            Self::Milliseconds => "ms",
+            Self::MbitPerSecond => "Mbit/s",
+            Self::Bytes => "B",
+            Self::Count => "count",
+            Self::Ratio => "ratio",
+            Self::Rtts => "RTTs",
+            Self::Flag => "0/1",
+        }
+    }
+}
+
+/// Which way a time was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Sender to receiver (the server's send → the client's receive, on the clock both share).
+    OneWay,
+    /// There and back (the client's send → the echo's receive by the client).
+    RoundTrip,
+    /// Not a transit time (counts, ratios, durations of other things).
+    Neither,
+}
+
+impl Path {
+    /// `one-way`, `round trip`, or `–`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::OneWay => "one-way",
+            Self::RoundTrip => "round trip",
+            Self::Neither => "–",
+        }
+    }
+}
+
+/// Everything a reader needs to know about one metric or distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The key in `runs.jsonl` (`metrics` or `histograms`) and the `metric` column of `summary.csv`.
+    pub name: &'static str,
+    /// The unit of its values.
+    pub unit: Unit,
+    /// One-way, round trip, or neither.
+    pub path: Path,
+    /// The experiments that record it.
+    pub experiments: &'static str,
+    /// What it counts, in one sentence.
+    pub counts: &'static str,
+}
+
+macro_rules! metrics {
+    ($($variant:ident = $name:literal, $unit:ident, $path:ident, $experiments:literal, $counts:literal;)*) => {
+        /// A scalar metric of a run (a key of `runs.jsonl`'s `metrics`); see [`Metric::descriptor`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Metric {
+            $(#[doc = $counts] $variant,)*
+        }
+
+        impl Metric {
+            /// Every metric, in the order of the documentation table.
+            pub const ALL: &'static [Metric] = &[$(Metric::$variant),*];
+
+            /// Its descriptor.
+            pub const fn descriptor(self) -> Descriptor {
+                match self {
+                    $(Metric::$variant => Descriptor {
+                        name: $name,
+                        unit: Unit::$unit,
+                        path: Path::$path,
+                        experiments: $experiments,
+                        counts: $counts,
+                    },)*
+                }
+            }
+        }
+    };
+}
+
+metrics! {
+    OneWayP50 = "one_way_p50_us", Microseconds, OneWay, "latency (source)", "Median one-way latency: receive time − scheduled send time.";
+    OneWayP90 = "one_way_p90_us", Microseconds, OneWay, "latency (source)", "90th percentile of one-way latency from the scheduled send time.";
+    OneWayP99 = "one_way_p99_us", Microseconds, OneWay, "latency (source)", "99th percentile of one-way latency from the scheduled send time.";
+    OneWayP999 = "one_way_p999_us", Microseconds, OneWay, "latency (source)", "99.9th percentile of one-way latency from the scheduled send time.";
+    OneWayMax = "one_way_max_us", Microseconds, OneWay, "latency (source)", "Largest one-way latency from the scheduled send time.";
+    OneWayMean = "one_way_mean_us", Microseconds, OneWay, "latency (source)", "Mean one-way latency from the scheduled send time.";
+    RoundTripP50 = "round_trip_p50_us", Microseconds, RoundTrip, "latency (echo), ordering, migration, outage", "Median round trip: the echo's receive time − the message's scheduled send time.";
+    RoundTripP90 = "round_trip_p90_us", Microseconds, RoundTrip, "latency (echo), ordering, migration, outage", "90th percentile of the round trip from the scheduled send time.";
+    RoundTripP99 = "round_trip_p99_us", Microseconds, RoundTrip, "latency (echo), ordering, migration, outage", "99th percentile of the round trip from the scheduled send time.";
+    RoundTripP999 = "round_trip_p999_us", Microseconds, RoundTrip, "latency (echo), ordering, migration, outage", "99.9th percentile of the round trip from the scheduled send time.";
+    RoundTripMax = "round_trip_max_us", Microseconds, RoundTrip, "latency (echo), ordering, migration, outage", "Largest round trip from the scheduled send time.";
+    RoundTripMean = "round_trip_mean_us", Microseconds, RoundTrip, "latency (echo), ordering, migration, outage", "Mean round trip from the scheduled send time.";
+    SendLagMax = "send_lag_max_us", Microseconds, Neither, "latency, ordering, migration, outage", "Largest actual send time − scheduled send time: how far the sender fell behind its schedule (0 when it kept it).";
+    Goodput = "goodput_mbit_s", MbitPerSecond, Neither, "latency", "Distinct payload bits delivered ÷ the data phase (first scheduled send → last arrival; connect, close and quiet timeouts excluded).";
+    Delivered = "delivered", Count, Neither, "latency, ordering, migration, outage, hol", "Distinct messages received (duplicates counted once).";
+    Missing = "missing", Count, Neither, "latency, ordering, migration, outage, hol", "Messages sent but never received.";
+    Duplicates = "duplicates", Count, Neither, "latency, ordering, migration, outage, hol", "Extra copies received of a message already received.";
+    OrderViolations = "order_violations", Count, Neither, "latency, ordering, migration, outage, hol", "Messages that arrived after one with a higher seq on the same stream.";
+    ReorderDepth = "reorder_depth", Count, Neither, "latency, ordering, migration, outage, hol", "Most higher seqs that arrived before some message of the same stream.";
+    DeliveryRatio = "delivery_ratio", Ratio, Neither, "latency, ordering, migration, outage, hol", "Distinct messages received ÷ messages sent.";
+    SharedP50 = "shared_p50_us", Microseconds, OneWay, "hol", "Median one-way latency, K streams on one connection.";
+    SharedP90 = "shared_p90_us", Microseconds, OneWay, "hol", "90th percentile of one-way latency, K streams on one connection.";
+    SharedP99 = "shared_p99_us", Microseconds, OneWay, "hol", "99th percentile of one-way latency, K streams on one connection.";
+    SharedP999 = "shared_p999_us", Microseconds, OneWay, "hol", "99.9th percentile of one-way latency, K streams on one connection.";
+    SharedMax = "shared_max_us", Microseconds, OneWay, "hol", "Largest one-way latency, K streams on one connection.";
+    SharedMean = "shared_mean_us", Microseconds, OneWay, "hol", "Mean one-way latency, K streams on one connection.";
+    SeparateP50 = "separate_p50_us", Microseconds, OneWay, "hol", "Median one-way latency, one connection per stream.";
+    SeparateP90 = "separate_p90_us", Microseconds, OneWay, "hol", "90th percentile of one-way latency, one connection per stream.";
+    SeparateP99 = "separate_p99_us", Microseconds, OneWay, "hol", "99th percentile of one-way latency, one connection per stream.";
+    SeparateP999 = "separate_p999_us", Microseconds, OneWay, "hol", "99.9th percentile of one-way latency, one connection per stream.";
+    SeparateMax = "separate_max_us", Microseconds, OneWay, "hol", "Largest one-way latency, one connection per stream.";
+    SeparateMean = "separate_mean_us", Microseconds, OneWay, "hol", "Mean one-way latency, one connection per stream.";
+    HolPenalty = "hol_penalty_us", Microseconds, OneWay, "hol", "Descriptive: p99(shared) − p99(separate) of one-way latency.";
+    HolPenaltyP90 = "hol_penalty_p90_us", Microseconds, OneWay, "hol", "Descriptive: p90(shared) − p90(separate) of one-way latency (derived by the report).";
+    BaseOneWay = "base_one_way_us", Microseconds, OneWay, "hol", "Fastest one-way latency of the run (shared or separate).";
+    DelayedShareShared = "delayed_share_shared", Ratio, Neither, "hol", "Share of shared-connection messages later than 3 × the base one-way latency (base + 1 RTT).";
+    DelayedShareSeparate = "delayed_share_separate", Ratio, Neither, "hol", "Share of separate-connection messages later than 3 × the base one-way latency (base + 1 RTT).";
+    Handshake = "handshake_ms", Milliseconds, Neither, "handshake", "Connect start → first message of a source stream delivered (first application byte; median over the run's connections).";
+    Rtt = "rtt_ms", Milliseconds, RoundTrip, "handshake", "Fastest of 5 echo round trips, 200 ms apart, on the run's first established connection.";
+    HandshakeRtts = "handshake_rtts", Rtts, Neither, "handshake", "handshake_ms ÷ rtt_ms.";
+    HandshakeP90 = "handshake_p90_ms", Milliseconds, Neither, "handshake", "90th percentile over the run's connections of connect start → first message delivered.";
+    HandshakeOver1s = "handshake_share_above_1s", Ratio, Neither, "handshake", "Share of the run's connections whose first message took more than 1 s.";
+    HandshakeConnections = "handshake_connections", Count, Neither, "handshake", "Connections made one after the other in the run (each milestone is their median).";
+    TcpConnected = "tcp_connected_ms", Milliseconds, Neither, "handshake", "Connect start → TCP handshake done (median over connections).";
+    TcpConnectedRtts = "tcp_connected_rtts", Rtts, Neither, "handshake", "tcp_connected_ms ÷ rtt_ms.";
+    TlsDone = "tls_done_ms", Milliseconds, Neither, "handshake", "Connect start → TLS handshake done over TCP (median over connections).";
+    TlsDoneRtts = "tls_done_rtts", Rtts, Neither, "handshake", "tls_done_ms ÷ rtt_ms.";
+    QuicHandshake = "quic_handshake_ms", Milliseconds, Neither, "handshake", "Connect start → QUIC handshake complete on the client (median over connections).";
+    QuicHandshakeRtts = "quic_handshake_rtts", Rtts, Neither, "handshake", "quic_handshake_ms ÷ rtt_ms.";
+    FirstResponse = "first_response_ms", Milliseconds, Neither, "handshake", "Connect start → first response above transport security: HTTP response headers, WebSocket 101, CONNECT 200 (median over connections).";
+    FirstResponseRtts = "first_response_rtts", Rtts, Neither, "handshake", "first_response_ms ÷ rtt_ms.";
+    WireBytes = "wire_bytes", Bytes, Neither, "overhead", "IP bytes the emulator forwarded in both directions during the run, handshake and close included.";
+    PayloadBytes = "payload_bytes", Bytes, Neither, "overhead", "Payload bytes sent plus payload bytes echoed.";
+    OverheadRatio = "overhead_ratio", Ratio, Neither, "overhead", "wire_bytes ÷ payload_bytes.";
+    WireBytesPerMessage = "wire_bytes_per_message", Bytes, Neither, "overhead", "wire_bytes ÷ messages crossing the link (sent plus echoed).";
+    Gap = "gap_ms", Milliseconds, Neither, "migration, outage", "Longest time between two consecutive arrivals.";
+    Reconnects = "reconnects", Count, Neither, "migration, outage", "Reconnections the session layer made.";
+    ReboundNatively = "rebound_natively", Flag, Neither, "migration", "The transport moved its connection to the new address itself.";
+    SurvivedWithoutReconnect = "survived_without_reconnect", Flag, Neither, "migration, outage", "No reconnection was needed.";
+    EventAt = "event_at_ms", Milliseconds, Neither, "migration, outage", "When the profile's event happened, since the link started.";
+    RecoveryAfterOutage = "recovery_after_outage_ms", Milliseconds, Neither, "outage", "gap_ms − the blackhole's length.";
+    LinkLoss = "link_loss", Ratio, Neither, "every run", "The profile's nominal uplink loss probability.";
+    LinkDelay = "link_delay_ms", Milliseconds, OneWay, "every run", "The profile's nominal uplink delay.";
+}
+
+impl Metric {
+    /// Its key in `runs.jsonl` and `summary.csv`.
+    pub const fn name(self) -> &'static str {
+        self.descriptor().name
+    }
+
+    /// The metric of that key, if it is one of ours.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|m| m.name() == name)
+    }
+
+    /// `name (unit)`, plus the path for a transit time: the label of a table column or an axis.
+    pub fn label(self) -> String {
+        let d = self.descriptor();
+        match d.path {
+            Path::Neither => format!("{} ({})", d.name, d.unit.label()),
+            path => format!("{} ({}, {})", d.name, path.label(), d.unit.label()),
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A summary statistic of a latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Median.
+    P50,
+    /// 90th percentile.
+    P90,
+    /// 99th percentile.
+    P99,
+    /// 99.9th percentile.
+    P999,
+    /// Largest.
+    Max,
+    /// Mean.
+    Mean,
+}
+
+impl Stat {
+    /// Every statistic a distribution is summarized by.
+    pub const ALL: [Stat; 6] = [Stat::P50, Stat::P90, Stat::P99, Stat::P999, Stat::Max, Stat::Mean];
+
+    /// Its value in `p`, µs.
+    pub fn of(self, p: &Percentiles) -> f64 {
+        match self {
+            Self::P50 => p.p50_us as f64,
+            Self::P90 => p.p90_us as f64,
+            Self::P99 => p.p99_us as f64,
+            Self::P999 => p.p999_us as f64,
+            Self::Max => p.max_us as f64,
+            Self::Mean => p.mean_us,
+        }
+    }
+}
+
+/// A latency distribution of a run (a key of `runs.jsonl`'s `histograms`), with the metrics that summarize it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// One-way latency of source streams (the server sends on a schedule).
+    OneWay,
+    /// Round trips of echo streams (the client sends on a schedule).
+    RoundTrip,
+    /// HOL experiment: one-way latency with K streams on one connection.
+    HolShared,
+    /// HOL experiment: one-way latency with one connection per stream.
+    HolSeparate,
+}
+
+impl Distribution {
+    /// Every distribution, in the order of the documentation table.
+    pub const ALL: [Distribution; 4] = [Self::OneWay, Self::RoundTrip, Self::HolShared, Self::HolSeparate];
+
+    /// Its descriptor (unit µs; counts per message).
+    pub const fn descriptor(self) -> Descriptor {
+        let (name, path, experiments, counts) = match self {
+            Self::OneWay => ("one_way_latency", Path::OneWay, "latency (source)", "Every received message's one-way latency from its scheduled send time."),
+            Self::RoundTrip => ("round_trip_latency", Path::RoundTrip, "latency (echo), ordering, migration, outage", "Every received echo's round trip from its scheduled send time."),
+            Self::HolShared => ("shared_latency", Path::OneWay, "hol", "One-way latency of every message, K streams on one connection."),
+            Self::HolSeparate => ("separate_latency", Path::OneWay, "hol", "One-way latency of every message, one connection per stream."),
+        };
+        Descriptor { name, unit: Unit::Microseconds, path, experiments, counts }
+    }
+
+    /// Its key in `runs.jsonl`'s `histograms`.
+    pub const fn name(self) -> &'static str {
+        self.descriptor().name
+    }
+
+    /// The metric that holds statistic `stat` of this distribution.
+    pub const fn metric(self, stat: Stat) -> Metric {
+        use Metric::*;
+        let row = match self {
+            Self::OneWay => [OneWayP50, OneWayP90, OneWayP99, OneWayP999, OneWayMax, OneWayMean],
+            Self::RoundTrip => [RoundTripP50, RoundTripP90, RoundTripP99, RoundTripP999, RoundTripMax, RoundTripMean],
+            Self::HolShared => [SharedP50, SharedP90, SharedP99, SharedP999, SharedMax, SharedMean],
+            Self::HolSeparate => [SeparateP50, SeparateP90, SeparateP99, SeparateP999, SeparateMax, SeparateMean],
+        };
+        row[stat as usize]
+    }
+
+    /// The axis label of its values: `one-way latency (µs)` or `round trip (µs)`.
+    pub const fn axis_label(self) -> &'static str {
+        match self.descriptor().path {
+            Path::RoundTrip => "round-trip latency (µs)",
+            _ => "one-way latency (µs)",
+        }
+    }
+}
+
+fn row(d: &Descriptor) -> String {
+    format!("| `{}` | {} | {} | {} | {} |\n", d.name, d.unit.label(), d.path.label(), d.experiments, d.counts)
+}
+
+/// The metric and distribution tables of docs/RESULTS.md, rendered from the descriptors.
+pub fn markdown_table() -> String {
+    let header = "| name | unit | path | recorded by | what it counts |\n|---|---|---|---|---|\n";
+    let mut md = format!("Scalar metrics (`metrics`, one `summary.csv` row each):\n\n{header}");
+    for metric in Metric::ALL {
+        md.push_str(&row(&metric.descriptor()));
+    }
+    md.push_str(&format!("\nDistributions (`histograms`, HdrHistogram buckets):\n\n{header}"));
+    for distribution in Distribution::ALL {
+        md.push_str(&row(&distribution.descriptor()));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines between these markers in docs/RESULTS.md are [`markdown_table`]'s output (`TLAB_BLESS=1` rewrites them).
+    const BEGIN: &str = "<!-- metrics table: generated from crates/tlab-results/src/metrics.rs -->\n";
+    const END: &str = "<!-- end of metrics table -->";
+
+    #[test]
+    fn names_are_unique_and_found_again() {
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).chain(Distribution::ALL.map(Distribution::name)).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "one name, one meaning");
+        for metric in Metric::ALL {
+            assert_eq!(Metric::from_name(metric.name()), Some(*metric));
+        }
+        assert_eq!(Metric::from_name("p50_us"), None, "the old ambiguous name is gone");
+    }
+
+    #[test]
+    fn distribution_statistics_share_the_distribution_path_and_unit() {
+        for distribution in Distribution::ALL {
+            for stat in Stat::ALL {
+                let metric = distribution.metric(stat).descriptor();
+                assert_eq!((metric.path, metric.unit), (distribution.descriptor().path, Unit::Microseconds), "{metric:?}");
+            }
+        }
+        assert_eq!(Distribution::OneWay.metric(Stat::P999), Metric::OneWayP999);
+        assert_eq!(Distribution::RoundTrip.axis_label(), "round-trip latency (µs)");
+        assert_eq!(Metric::RoundTripP99.label(), "round_trip_p99_us (round trip, µs)");
+    }
+
+    #[test]
+    fn results_md_carries_the_rendered_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/RESULTS.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let start = doc.find(BEGIN).expect("docs/RESULTS.md has the metrics table markers") + BEGIN.len();
+        let end = start + doc[start..].find(END).expect("end marker");
+        if std::env::var_os("TLAB_BLESS").is_some() {
+            std::fs::write(&path, format!("{}{}{}", &doc[..start], markdown_table(), &doc[end..])).unwrap();
+            return;
+        }
+        assert_eq!(doc[start..end], markdown_table(), "docs/RESULTS.md's metric table differs from the descriptors: rerun with TLAB_BLESS=1 to rewrite it");
+    }
+}
