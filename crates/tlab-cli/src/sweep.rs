@@ -41,8 +41,8 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    fn metric(&self) -> &'static str {
-        if self.experiment == "hol" { "hol_penalty_us" } else { "p99_us" }
+    fn metric(&self) -> tlab_results::Metric {
+        if self.experiment == "hol" { tlab_results::Metric::HolPenalty } else { tlab_results::Metric::OneWayP99 }
     }
 
     /// The suite text and the profile files it needs.
@@ -99,7 +99,7 @@ pub fn run(sweep: &Sweep, out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
     let suite_path = out.join("sweep.toml");
     std::fs::write(&suite_path, &suite_text)?;
-    crate::run_cmd::run(&suite_path, None, Some(out.clone()), false)?;
+    crate::run_cmd::run(&suite_path, None, Some(out.clone()), false, false)?;
     let runs = tlab_report::read_runs(&out)?;
     let summary = tlab_results::summarize(&runs);
     let x_of = |row: &tlab_results::SummaryRow| -> Option<f64> {
@@ -114,23 +114,23 @@ pub fn run(sweep: &Sweep, out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         .transports
         .iter()
         .map(|t| {
-            let mut points: Vec<(f64, f64)> = summary
-                .iter()
-                .filter(|r| &r.transport == t && r.metric == sweep.metric())
-                .filter_map(|r| Some((x_of(r)?, r.mean)))
-                .collect();
+            let mut points: Vec<(f64, &tlab_results::SummaryRow)> =
+                summary.iter().filter(|r| &r.transport == t && r.metric == sweep.metric().name()).filter_map(|r| Some((x_of(r)?, r))).collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series { name: t.clone(), points }
+            let n = points.iter().map(|(_, r)| r.n).max().unwrap_or(0);
+            Series {
+                name: format!("{t} (n ≤ {n})"),
+                points: points.iter().map(|(x, r)| (*x, r.mean)).collect(),
+                ci: points.iter().map(|(_, r)| r.ci95).collect(),
+            }
         })
         .collect();
     let chart = LineChart {
         title: format!("{} vs {:?}", sweep.metric(), sweep.param),
         x_label: format!("{:?}", sweep.param).to_lowercase(),
-        y_label: format!("{} (mean over {} repetitions)", sweep.metric(), sweep.repetitions),
-        log_x: false,
-        markers: false,
+        y_label: format!("{}, mean ± 95 % CI over {} repetitions", sweep.metric().label(), sweep.repetitions),
         series,
-        marker_x: None,
+        ..LineChart::default()
     };
     let plot = out.join("plots/sweep.svg");
     std::fs::write(&plot, chart.render()).with_context(|| plot.display().to_string())?;

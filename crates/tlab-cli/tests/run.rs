@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use tlab_results::{Distribution, Metric};
+
 const SUITE: &str = r#"
 name = "e2e"
 seed = 5
@@ -48,10 +50,10 @@ fn a_small_suite_runs_shards_and_merges_into_a_report() {
     for r in &runs {
         assert_eq!(r["status"], "ok", "{r}");
         if r["experiment"] == "latency" {
-            assert_eq!(r["metrics"]["missing"], 0.0, "reliable transports lose nothing at 2 % loss: {r}");
-            assert_eq!(r["metrics"]["order_violations"], 0.0, "{r}");
-            assert!(r["metrics"]["p50_us"].as_f64().unwrap() >= 20_000.0, "one-way latency below the 20 ms delay: {r}");
-            assert!(!r["histograms"]["latency"].as_array().unwrap().is_empty());
+            assert_eq!(r["metrics"][Metric::Missing.name()], 0.0, "reliable transports lose nothing at 2 % loss: {r}");
+            assert_eq!(r["metrics"][Metric::OrderViolations.name()], 0.0, "{r}");
+            assert!(r["metrics"][Metric::OneWayP50.name()].as_f64().unwrap() >= 20_000.0, "one-way latency below the 20 ms delay: {r}");
+            assert!(!r["histograms"][Distribution::OneWay.name()].as_array().unwrap().is_empty());
         } else {
             assert!(r["metrics"]["overhead_ratio"].as_f64().unwrap() > 1.0, "{r}");
         }
@@ -64,7 +66,7 @@ fn a_small_suite_runs_shards_and_merges_into_a_report() {
     assert_eq!((&manifest["status"], &manifest["planned_cells"], &manifest["completed_cells"]), (&"complete".into(), &8.into(), &8.into()));
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     assert!(summary.starts_with("experiment,params,transport,profile,metric,mean,ci95,n,failed"));
-    assert!(summary.lines().any(|l| l.contains(",quic,lossy-2,p99_us,") && l.ends_with(",2,0")), "{summary}");
+    assert!(summary.lines().any(|l| l.contains(&format!(",quic,lossy-2,{},", Metric::OneWayP99)) && l.ends_with(",2,0")), "{summary}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Experiment: latency") && report.contains("plots/overhead.svg"), "{report}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();

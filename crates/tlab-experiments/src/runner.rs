@@ -3,7 +3,10 @@
 //! `runs.jsonl` as soon as it ends (a killed suite loses nothing that finished). `manifest.json` is written before
 //! the first cell (status `running`, the planned cells) and replaced atomically after every cell; an [`Interrupt`]
 //! stops the suite between cells or abandons the current one, leaving status `interrupted`; [`resume_suite`] runs
-//! the cells a directory is missing.
+//! the cells a directory is missing. Every run records how well its link kept its schedule ([`LinkHealth`], judged
+//! against the suite's `link_tolerance_us`), and an error of the link itself fails the cell with its reason; the
+//! manifest records the binary as it was built ([`BuildInfo`], from [`RunOptions::build`]: not the current
+//! directory's checkout) and the host: CPU governor, steal, and the TCP sysctls and link devices of the first cell.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,9 +19,14 @@ use tlab_service::EchoService;
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig, Transport};
 use tlab_netem::RunningLink;
+use tlab_netem::capture::CaptureSink;
 use tlab_netem::emulator::{CLIENT_ALT_ADDR, SERVER_ADDR};
-use tlab_results::{CellId, Manifest, ManifestPart, ManifestStatus, ProfileRecord, RunRecord, RunStatus};
+use tlab_netem::health::{CpuTimes, describe_device, tcp_sysctls};
+use tlab_results::{BuildInfo, DeviceRecord, HostInfo, LatenessSummary, LinkHealth};
+use tlab_results::{CellId, Manifest, ManifestPart, ManifestStatus, Metric, ProfileRecord, RunRecord, RunStatus, StackInfo};
 
+use crate::stack::{self, AllowedGuard};
+use crate::capture::CellCapture;
 use crate::suite::{Cell, Suite};
 use crate::workload::{self, Context};
 
@@ -77,6 +85,8 @@ pub struct RunOptions {
     pub transports: TransportFactory,
     /// Raised (by a signal handler) to stop early.
     pub interrupt: Arc<Interrupt>,
+    /// The binary that runs the suite, as compiled in (the manifest's commit is its commit).
+    pub build: BuildInfo,
 }
 
 /// How far a request to stop has gone.
@@ -158,7 +168,7 @@ pub fn run_suite(suite: &Suite, options: &RunOptions) -> Result<SuiteRun, RunErr
     };
     let runs_path = options.out.join("runs.jsonl");
     let runs_file = std::fs::File::create(&runs_path).map_err(write_err(&runs_path))?;
-    let mut manifest = manifest(suite, this_part(options.shard.map_or("all".into(), |(i, n)| format!("{i}/{n}"))));
+    let mut manifest = manifest(suite, this_part(options.shard.map_or("all".into(), |(i, n)| format!("{i}/{n}"))), &options.build);
     manifest.cells = cells.iter().map(cell_id).collect();
     run_cells(suite, &cells, options, manifest, runs_file, Vec::new())
 }
@@ -231,11 +241,15 @@ fn run_cells(
     manifest.status = ManifestStatus::Running;
     write_manifest(&options.out, &manifest)?;
     let identity = Arc::new(Identity::self_signed(&["localhost", &SERVER_ADDR.to_string()])?);
+    // Restores the host's allowed list when the suite ends, however `run_cells` returns.
+    let allowed = AllowedGuard::new(suite.congestion_control);
     let started = Instant::now();
+    let cpu_at_start = CpuTimes::now().ok();
     for (done, cell) in cells.iter().enumerate() {
         if options.interrupt.state() != Stop::No {
             break;
         }
+        allowed.ensure();
         let eta = if done == 0 { String::from("?") } else { format_secs(started.elapsed().as_secs_f64() / done as f64 * (cells.len() - done) as f64) };
         eprint!(
             "[{}/{}] eta {eta}  {} {} {} rep {} … ",
@@ -250,9 +264,14 @@ fn run_cells(
             eprintln!("abandoned");
             break;
         };
+        let host = manifest.host.get_or_insert_with(HostInfo::default);
+        host.steal = cpu_at_start.zip(CpuTimes::now().ok()).map(|(start, now)| now.steal_since(&start));
         if let Some(info) = info {
+            if host.tcp_sysctls.is_empty() {
+                (host.tcp_sysctls, host.devices) = (info.host.tcp_sysctls, info.host.devices);
+            }
             manifest.emulator_backend = info.backend;
-            manifest.congestion_control = info.congestion_control;
+            manifest.stack = Some(info.stack);
         }
         match &record.error {
             None => eprintln!("ok ({:.1} s)", record.duration_s),
@@ -273,8 +292,10 @@ fn run_cells(
 /// What the manifest records about the links that ran.
 #[derive(Clone)]
 struct LinkInfo {
-    congestion_control: String,
+    stack: StackInfo,
     backend: String,
+    /// The TCP sysctls and link devices of the cell (the rest of [`HostInfo`] is the suite's).
+    host: HostInfo,
 }
 
 /// Runs one cell; never fails: errors and timeouts become the record's status. Also returns what the link ran
@@ -282,15 +303,31 @@ struct LinkInfo {
 fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOptions) -> Option<(RunRecord, Option<LinkInfo>)> {
     let started = Instant::now();
     let mut record = RunRecord::new(suite.name.clone(), cell_id(cell));
-    let result = execute(suite, cell, identity, options);
+    let (capture, sink) = match CellCapture::start_if(suite.capture, &options.out, &record.file_stem()) {
+        Ok(started) => started,
+        Err(e) => {
+            (record.status, record.error) = (RunStatus::Failed, Some(format!("starting the capture: {e}")));
+            return Some((record, None));
+        }
+    };
+    let result = execute(suite, cell, identity, options, &mut record.link, sink);
+    let captured = capture.map(CellCapture::finish).transpose();
     let info = result.as_ref().ok().map(|(_, info)| info.clone());
     match result {
-        Ok((outcome, _)) => {
+        Ok((outcome, info)) => {
+            record.stack = Some(info.stack);
+            match outcome.write_records(&options.out, &record.file_stem()) {
+                Ok(files) => (record.messages, record.drops) = files,
+                Err(e) => {
+                    record.status = RunStatus::Failed;
+                    record.error = Some(e.to_string());
+                }
+            }
             record.metrics = outcome.metrics;
             // The link's nominal impairment, so plots against loss or delay need nothing but the record.
             let profile = &suite.profiles[&cell.profile];
-            record.metrics.insert("link_loss".into(), profile.uplink.loss.mean_loss());
-            record.metrics.insert("link_delay_ms".into(), profile.uplink.delay.as_secs_f64() * 1000.0);
+            record.set(Metric::LinkLoss, profile.uplink.loss.mean_loss());
+            record.set(Metric::LinkDelay, profile.uplink.delay.as_secs_f64() * 1000.0);
             record.histograms = outcome.histograms;
             record.series = outcome.series;
         }
@@ -304,6 +341,10 @@ fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunO
         }
         Err(CellError::Abandoned) => return None,
     }
+    match captured {
+        Ok(files) => record.capture = files,
+        Err(e) => (record.status, record.error) = (RunStatus::Failed, Some(format!("capture: {e}"))),
+    }
     record.duration_s = started.elapsed().as_secs_f64();
     Some((record, info))
 }
@@ -314,14 +355,36 @@ enum CellError {
     Abandoned,
 }
 
-fn execute(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOptions) -> Result<(workload::Outcome, LinkInfo), CellError> {
+/// Runs one cell on a fresh link; `health` gets the link's health once the workload is over (also when it failed).
+/// An error of the link itself (the forwarder's or stopping it) fails the cell with its reason. `capture` gets the
+/// link's packets.
+fn execute(
+    suite: &Suite,
+    cell: &Cell,
+    identity: &Arc<Identity>,
+    options: &RunOptions,
+    health: &mut Option<LinkHealth>,
+    capture: Option<CaptureSink>,
+) -> Result<(workload::Outcome, LinkInfo), CellError> {
     let transports = &options.transports;
     let failed = |what: &str, e: &dyn std::fmt::Display| CellError::Failed(format!("{what}: {e}"));
     let make = || transports(&cell.transport).ok_or_else(|| CellError::Failed(format!("unknown transport {}", cell.transport)));
     let profile = suite.profiles[&cell.profile].clone();
-    let link = Arc::new(RunningLink::start(&profile, cell.seed, suite.backend).map_err(|e| failed("starting the link", &e))?);
+    let cpu_before = CpuTimes::now().ok();
+    let link = match capture {
+        Some(sink) => RunningLink::start_captured(&profile, cell.seed, suite.backend, sink),
+        None => RunningLink::start(&profile, cell.seed, suite.backend),
+    };
+    let link = Arc::new(link.map_err(|e| failed("starting the link", &e))?);
     let link_started = tokio::time::Instant::now();
-    let link_info = LinkInfo { congestion_control: link.congestion_control().to_string(), backend: link.backend().to_string() };
+    // Both namespaces' TCP on the suite's algorithm, read back; quinn gets it through the configs below.
+    let congestion = suite.congestion_control;
+    let tcp = |ns: &tlab_netem::namespace::NetNs, side: &str| stack::apply_tcp(ns, side, stack::kernel_name(congestion)).map_err(CellError::Failed);
+    let stack = StackInfo {
+        client: stack::side(tcp(link.client(), "client")?, congestion, true),
+        server: stack::side(tcp(link.server(), "server")?, congestion, false),
+    };
+    let link_info = LinkInfo { stack, backend: link.backend().to_string(), host: describe_link(&link) };
 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -332,9 +395,10 @@ fn execute(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOp
         token: "tlab-run".into(),
         limits: Limits::default(),
         service: Arc::new(EchoService::default()),
-        congestion: tlab_core::config::CongestionControl::default(),
+        congestion,
         deadlines: tlab_core::Deadlines::default(),
         max_connections_per_ip: None,
+        allow_origin: Default::default(),
     };
     let server_ns = link.server().clone();
     let server_thread = std::thread::spawn(move || {
@@ -367,9 +431,10 @@ fn execute(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOp
     let counters_link = link.clone();
     let ctx = Context {
         transport: Arc::from(make()?),
-        client: ClientConfig::new(url, CertPin::Sha256(identity.sha256()), "tlab-run"),
+        client: ClientConfig { congestion, ..ClientConfig::new(url, CertPin::Sha256(identity.sha256()), "tlab-run") },
         profile,
         link_started,
+        link: link.clone(),
         wire_bytes: Arc::new(move || {
             counters_link.counters().map_or(0, |c| c.uplink.output.bytes + c.downlink.output.bytes)
         }),
@@ -397,8 +462,36 @@ fn execute(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOp
     let outcome = client_thread.join().unwrap_or_else(|_| Err(CellError::Failed("client thread panicked".into())));
     let _ = stop_tx.send(());
     let _ = server_thread.join();
-    drop(Arc::try_unwrap(link).map(RunningLink::stop));
-    outcome.map(|o| (o, link_info))
+    *health = Some(link_health(&link, suite.link_tolerance_us, cpu_before));
+    let stopped = Arc::try_unwrap(link).map_err(|_| "still in use when the cell ended".to_string()).and_then(|l| l.stop().map_err(|e| e.to_string()));
+    match (outcome, stopped) {
+        (Err(CellError::Abandoned), _) => Err(CellError::Abandoned),
+        (_, Err(e)) => Err(CellError::Failed(format!("link: {e}"))),
+        (outcome, Ok(_)) => outcome.map(|o| (o, link_info)),
+    }
+}
+
+/// How well `link` kept its schedule since `cpu_before`, judged against the suite's tolerance at p99.
+fn link_health(link: &RunningLink, tolerance_us: u64, cpu_before: Option<CpuTimes>) -> LinkHealth {
+    let lateness = link.lateness().map(|l| LatenessSummary {
+        released: l.count(),
+        p50_us: l.quantile_us(0.5),
+        p99_us: l.quantile_us(0.99),
+        max_us: l.max_us(),
+        late_packets: l.at_least_us(tolerance_us),
+    });
+    let steal = cpu_before.zip(CpuTimes::now().ok()).map(|(before, after)| after.steal_since(&before));
+    LinkHealth::judge(link.backend().to_string(), lateness, tolerance_us, link.realtime(), steal)
+}
+
+/// The client namespace's TCP sysctls and both link devices as the kernel describes them (best effort: what
+/// cannot be read is left out).
+fn describe_link(link: &RunningLink) -> HostInfo {
+    let devices = [("client", link.client()), ("server", link.server())]
+        .into_iter()
+        .filter_map(|(side, ns)| describe_device(ns).ok().map(|(link, qdisc)| (side.to_string(), DeviceRecord { link, qdisc })))
+        .collect();
+    HostInfo { tcp_sysctls: tcp_sysctls(link.client()).unwrap_or_default(), devices, ..HostInfo::default() }
 }
 
 /// A runtime for one side of a cell; built on a thread inside a namespace, its sockets live there.
@@ -406,15 +499,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
 }
 
-/// A manifest for `suite` with no cells yet; the link fields are filled in as cells run.
-fn manifest(suite: &Suite, part: ManifestPart) -> Manifest {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+/// A manifest for `suite` run by `build` with no cells yet; the link fields are filled in as cells run.
+fn manifest(suite: &Suite, part: ManifestPart, build: &BuildInfo) -> Manifest {
     Manifest {
-        tlab_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: git(&["rev-parse", "HEAD"]),
-        git_dirty: git(&["status", "--porcelain"]).map(|s| !s.is_empty()),
+        tlab_version: build.version.clone(),
+        git_commit: build.git_commit.clone(),
+        git_dirty: build.git_dirty,
+        build: Some(build.clone()),
+        host: Some(HostInfo {
+            cpu_governor: std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").ok().map(|g| g.trim().to_string()),
+            ..HostInfo::default()
+        }),
         suite: suite.name.clone(),
         suite_file: suite.file.clone(),
         suite_sha256: sha256(&suite.text),
@@ -432,7 +527,8 @@ fn manifest(suite: &Suite, part: ManifestPart) -> Manifest {
             .unwrap_or_else(|| "unknown".into()),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         emulator_backend: "unknown".into(),
-        congestion_control: "unknown".into(),
+        congestion_control: suite.congestion_control.name().into(),
+        stack: None,
         parts: vec![part],
         status: ManifestStatus::Running,
         planned_cells: 0,

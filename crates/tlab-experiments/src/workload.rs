@@ -1,8 +1,11 @@
-//! The client side of each experiment: a workload on the transport under test and the metrics it yields.
-//! Definitions (also stated in the report): latency is one-way (`receive time − sent_at` on the shared monotonic
-//! clock) for source streams and round trip for echo streams, in µs.
+//! The client side of each experiment: a workload on the transport under test and the metrics it yields, named by
+//! [`Metric`] and [`Distribution`] (docs/RESULTS.md has their definitions). Every stream sends on a schedule, and
+//! every received message is kept as a [`MessageRecord`] with its scheduled, actual send and receive times on the
+//! shared monotonic clock; latency — one-way for source streams, round trip for echo streams — counts from the
+//! scheduled time (coordinated omission), and goodput over the data phase only.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use tlab_core::clock::monotonic_ns;
 use tlab_session::{ResilientSession, SessionConfig};
 use tlab_core::{ClientConfig, Connection, Error, Message, MessageStream, StreamId, StreamMode, StreamOpen, Transport};
 use tlab_netem::{EventKind, Profile, ScheduleAction};
-use tlab_results::LatencyHistogram;
+use tlab_results::{CsvRecord, Distribution, DropRecord, LatencyHistogram, MessageRecord, Metric, Stat, encode_csv_gz};
 use tokio::time::Instant;
 
 use crate::suite::ExperimentSpec;
@@ -26,6 +29,8 @@ pub struct Context {
     pub profile: Profile,
     /// When the link started: profile schedule times count from here.
     pub link_started: Instant,
+    /// The running link (targeted drops, per-direction counters).
+    pub link: Arc<tlab_netem::RunningLink>,
     /// IP bytes the emulator has forwarded so far, both directions.
     pub wire_bytes: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Where the client moves on an address change.
@@ -37,47 +42,125 @@ pub struct Context {
 /// The measurements of one run.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Scalar metrics.
+    /// Scalar metrics by [`Metric`] name.
     pub metrics: BTreeMap<String, f64>,
-    /// Latency histograms.
+    /// Latency histograms by [`Distribution`] name.
     pub histograms: BTreeMap<String, LatencyHistogram>,
     /// Time series.
     pub series: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Every message received, for the run's per-message file.
+    pub messages: Vec<MessageRecord>,
+    /// The link's drop log during the run, for the run's drop-log file: a workload that reads the emulator's drop
+    /// log puts it here (none does yet).
+    pub drops: Vec<DropRecord>,
 }
 
 impl Outcome {
-    fn set(&mut self, name: &str, value: f64) {
-        self.metrics.insert(name.to_string(), value);
+    fn set(&mut self, metric: Metric, value: f64) {
+        self.metrics.insert(metric.name().to_string(), value);
     }
 
-    fn latency(&mut self, prefix: &str, histogram: LatencyHistogram) {
+    fn get(&self, metric: Metric) -> Option<f64> {
+        self.metrics.get(metric.name()).copied()
+    }
+
+    /// Records `histogram` as `which` with its summary statistics.
+    fn latency(&mut self, which: Distribution, histogram: LatencyHistogram) {
         if let Some(p) = histogram.percentiles() {
-            for (name, value) in [("p50_us", p.p50_us), ("p90_us", p.p90_us), ("p99_us", p.p99_us), ("p999_us", p.p999_us), ("max_us", p.max_us)] {
-                self.set(&format!("{prefix}{name}"), value as f64);
+            for stat in Stat::ALL {
+                self.set(which.metric(stat), stat.of(&p));
             }
-            self.set(&format!("{prefix}mean_us"), p.mean_us);
         }
-        self.histograms.insert(format!("{prefix}latency").trim_end_matches('_').to_string(), histogram);
+        self.histograms.insert(which.name().to_string(), histogram);
+    }
+
+    /// Records the messages of `logs` as distribution `which` (latency from the scheduled time), with how far the
+    /// senders fell behind their schedule, and keeps them for the per-message file.
+    fn messages(&mut self, which: Distribution, logs: &[StreamLog]) {
+        let records = || logs.iter().flat_map(|l| &l.records);
+        self.latency(which, LatencyHistogram::of_messages(records()));
+        let lag_ns = records().map(MessageRecord::send_lag_ns).max().unwrap_or(0);
+        self.set(Metric::SendLagMax, lag_ns as f64 / 1e3);
+        self.messages.extend(records());
     }
 }
 
-/// What one stream received.
+impl Outcome {
+    /// Writes the run's per-message file and drop log into results directory `dir` as `messages/<stem>.csv.gz` and
+    /// `drops/<stem>.csv.gz`; returns their paths relative to `dir` (`None` for a file with no rows, not written).
+    pub fn write_records(&self, dir: &Path, stem: &str) -> std::io::Result<(Option<String>, Option<String>)> {
+        Ok((write_csv_gz(dir, "messages", stem, &self.messages)?, write_csv_gz(dir, "drops", stem, &self.drops)?))
+    }
+}
+
+fn write_csv_gz<R: CsvRecord>(dir: &Path, kind: &str, stem: &str, rows: &[R]) -> std::io::Result<Option<String>> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let relative = format!("{kind}/{stem}.csv.gz");
+    let path = dir.join(&relative);
+    std::fs::create_dir_all(dir.join(kind))
+        .and_then(|()| std::fs::write(&path, encode_csv_gz(rows)))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(Some(relative))
+}
+
+/// When the messages of a stream were due: seq `k` at `start_ns + k × interval_ns` (monotonic ns). Rate 0 has no
+/// schedule: each message is due when it was sent.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start_ns: u64,
+    interval_ns: u64,
+}
+
+impl Schedule {
+    fn at(rate_hz: u64, start_ns: u64) -> Self {
+        Self { start_ns, interval_ns: interval_us(rate_hz) * 1000 }
+    }
+
+    fn due(&self, seq: u64, sent_ns: u64) -> u64 {
+        if self.interval_ns == 0 { sent_ns } else { self.start_ns + seq * self.interval_ns }
+    }
+}
+
+/// What one stream received, in arrival order.
 #[derive(Debug, Default)]
 struct StreamLog {
-    /// Seqs in arrival order.
-    seqs: Vec<u64>,
-    /// Latency of each arrival, ns.
-    latencies_ns: Vec<u64>,
-    /// Arrival times, ns on the monotonic clock.
-    arrivals_ns: Vec<u64>,
+    records: Vec<MessageRecord>,
 }
 
 impl StreamLog {
+    /// Records `msg` as received now; `scheduled_ns` is filled in by [`StreamLog::scheduled`].
     fn record(&mut self, msg: &Message) {
-        let now = monotonic_ns();
-        self.seqs.push(msg.seq);
-        self.latencies_ns.push(now.saturating_sub(msg.sent_at));
-        self.arrivals_ns.push(now);
+        self.records.push(MessageRecord {
+            stream: msg.stream,
+            seq: msg.seq,
+            size: msg.payload.len() as u64,
+            scheduled_ns: msg.sent_at,
+            sent_ns: msg.sent_at,
+            received_ns: monotonic_ns(),
+        });
+    }
+
+    /// Sets every message's scheduled time from `schedule`.
+    fn scheduled(mut self, schedule: Schedule) -> Self {
+        for r in &mut self.records {
+            r.scheduled_ns = schedule.due(r.seq, r.sent_ns);
+        }
+        self
+    }
+
+    /// Sets the scheduled times of a stream a server sent every `interval_us` from a start the client does not see:
+    /// the start is inferred as the earliest `sent − seq × interval` (the first message's send time when it arrived;
+    /// a message cannot be sent before it is due).
+    fn scheduled_by_sender(self, rate_hz: u64) -> Self {
+        let interval_ns = interval_us(rate_hz) * 1000;
+        let start_ns = self.records.iter().map(|r| r.sent_ns.saturating_sub(r.seq * interval_ns)).min().unwrap_or(0);
+        self.scheduled(Schedule { start_ns, interval_ns })
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.records.iter().map(|r| r.seq).collect()
     }
 }
 
@@ -135,24 +218,37 @@ fn interval_us(rate_hz: u64) -> u64 {
     if rate_hz == 0 { 0 } else { 1_000_000 / rate_hz }
 }
 
-/// Reads a source stream to its end.
-async fn read_source(stream: MessageStream) -> Result<StreamLog, Error> {
+/// How long an unreliable stream may stay silent before its reader stops waiting for more.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Reads a source stream of `messages` sent at `rate_hz`: a reliable one to its end, an unreliable one until every
+/// message arrived or nothing did for [`QUIET`]. Scheduled times are the server's schedule.
+async fn read_source(stream: MessageStream, messages: u64, rate_hz: u64, reliable: bool) -> Result<StreamLog, Error> {
     let MessageStream { mut sink, mut source } = stream;
     let mut log = StreamLog::default();
-    while let Some(msg) = source.recv().await? {
+    let mut seen = HashSet::new();
+    loop {
+        let next = if reliable { source.recv().await } else { tokio::time::timeout(QUIET, source.recv()).await.unwrap_or(Ok(None)) };
+        let Some(msg) = next? else { break };
         log.record(&msg);
+        seen.insert(msg.seq);
+        if !reliable && seen.len() as u64 >= messages {
+            break;
+        }
     }
     let _ = sink.finish().await;
-    Ok(log)
+    Ok(log.scheduled_by_sender(rate_hz))
 }
 
 /// Sends `messages` at `rate_hz` on an echo stream and logs the echoes. Reliable streams end with the server's
-/// finish; unreliable ones when everything came back or nothing arrived for `quiet`.
+/// finish; unreliable ones when everything came back or nothing arrived for [`QUIET`].
 async fn echo(stream: MessageStream, id: StreamId, messages: u64, size: usize, rate_hz: u64, reliable: bool) -> Result<StreamLog, Error> {
     let MessageStream { mut sink, mut source } = stream;
     let payload = Bytes::from(vec![0x3Cu8; size]);
+    // The monotonic origin first: a message is never due after the instant its sender waits for.
+    let schedule = Schedule::at(rate_hz, monotonic_ns());
+    let start = Instant::now();
     let sender = tokio::spawn(async move {
-        let start = Instant::now();
         for seq in 0..messages {
             if rate_hz > 0 {
                 tokio::time::sleep_until(start + Duration::from_micros(interval_us(rate_hz) * seq)).await;
@@ -165,13 +261,12 @@ async fn echo(stream: MessageStream, id: StreamId, messages: u64, size: usize, r
         Ok::<_, Error>(sink)
     });
     let mut log = StreamLog::default();
-    let quiet = Duration::from_secs(2);
     loop {
-        let next = if reliable { Ok(source.recv().await) } else { tokio::time::timeout(quiet, source.recv()).await };
+        let next = if reliable { Ok(source.recv().await) } else { tokio::time::timeout(QUIET, source.recv()).await };
         match next {
             Ok(Ok(Some(msg))) => {
                 log.record(&msg);
-                if !reliable && log.seqs.len() as u64 >= messages {
+                if !reliable && log.records.len() as u64 >= messages {
                     break;
                 }
             }
@@ -182,36 +277,39 @@ async fn echo(stream: MessageStream, id: StreamId, messages: u64, size: usize, r
         }
     }
     let _ = sender.await.map_err(|e| Error::Transport(e.to_string()))??;
-    Ok(log)
+    Ok(log.scheduled(schedule))
 }
 
-fn histogram_of(logs: &[StreamLog]) -> LatencyHistogram {
-    let mut histogram = LatencyHistogram::new();
-    for ns in logs.iter().flat_map(|l| &l.latencies_ns) {
-        histogram.record_ns(*ns);
+/// Goodput over the data phase: distinct payload bits delivered ÷ (last arrival − first scheduled send).
+fn goodput_mbit_s(logs: &[StreamLog], delivered: u64, size: usize) -> f64 {
+    let records = || logs.iter().flat_map(|l| &l.records);
+    let first = records().map(|r| r.scheduled_ns).min();
+    let last = records().map(|r| r.received_ns).max();
+    match first.zip(last) {
+        Some((first, last)) if last > first => (delivered * size as u64) as f64 * 8.0 / ((last - first) as f64 / 1e9) / 1e6,
+        _ => 0.0,
     }
-    histogram
 }
 
 fn ordering_of(logs: &[StreamLog], expected: u64) -> Ordering {
     let mut total = Ordering::default();
     for log in logs {
-        total.add(Ordering::of(&log.seqs, expected));
+        total.add(Ordering::of(&log.seqs(), expected));
     }
     total
 }
 
 fn record_ordering(outcome: &mut Outcome, ordering: Ordering, expected_total: u64) {
-    outcome.set("delivered", ordering.delivered as f64);
-    outcome.set("missing", ordering.missing as f64);
-    outcome.set("duplicates", ordering.duplicates as f64);
-    outcome.set("order_violations", ordering.order_violations as f64);
-    outcome.set("reorder_depth", ordering.reorder_depth as f64);
-    outcome.set("delivery_ratio", ordering.delivered as f64 / expected_total.max(1) as f64);
+    outcome.set(Metric::Delivered, ordering.delivered as f64);
+    outcome.set(Metric::Missing, ordering.missing as f64);
+    outcome.set(Metric::Duplicates, ordering.duplicates as f64);
+    outcome.set(Metric::OrderViolations, ordering.order_violations as f64);
+    outcome.set(Metric::ReorderDepth, ordering.reorder_depth as f64);
+    outcome.set(Metric::DeliveryRatio, ordering.delivered as f64 / expected_total.max(1) as f64);
 }
 
-/// Opens `streams` source streams, on one connection (`shared`) or one connection each, and reads them all.
-/// Unreliable (datagram) modes have no source streams: they run the same schedule as echo streams.
+/// Opens `streams` source streams, on one connection (`shared`) or one connection each, and reads them all. A mode
+/// that cannot open a source stream fails with its `Unsupported` error.
 async fn sources(ctx: &Context, streams: u32, messages: u64, size: usize, rate_hz: u64, shared: bool) -> Result<Vec<StreamLog>, Error> {
     let reliable = ctx.transport.capabilities().reliable;
     let mode = StreamMode::Source { count: messages, size, interval_us: interval_us(rate_hz) };
@@ -222,13 +320,8 @@ async fn sources(ctx: &Context, streams: u32, messages: u64, size: usize, rate_h
             connections.push(Arc::from(ctx.transport.connect(ctx.client.clone()).await?));
         }
         let conn = connections.last().expect("a connection").clone();
-        if reliable {
-            let stream = conn.open_stream(StreamOpen { stream: id, mode, resume: None }).await?;
-            tasks.push(tokio::spawn(read_source(stream)));
-        } else {
-            let stream = conn.open_stream(StreamOpen::echo(id)).await?;
-            tasks.push(tokio::spawn(echo(stream, id, messages, size, rate_hz, false)));
-        }
+        let stream = conn.open_stream(StreamOpen { stream: id, mode, resume: None }).await?;
+        tasks.push(tokio::spawn(read_source(stream, messages, rate_hz, reliable)));
     }
     let mut logs = Vec::new();
     for task in tasks {
@@ -263,77 +356,24 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
     let reliable = ctx.transport.capabilities().reliable;
     match spec {
         ExperimentSpec::Latency { messages, size, rate_hz, streams, pattern } => {
-            let started = Instant::now();
-            let logs = if pattern == "echo" {
-                echo_streams(ctx, *streams, *messages, *size, *rate_hz).await?
+            let (logs, which) = if pattern == "echo" {
+                (echo_streams(ctx, *streams, *messages, *size, *rate_hz).await?, Distribution::RoundTrip)
             } else {
-                sources(ctx, *streams, *messages, *size, *rate_hz, true).await?
+                (sources(ctx, *streams, *messages, *size, *rate_hz, true).await?, Distribution::OneWay)
             };
-            let elapsed = started.elapsed().as_secs_f64();
             let ordering = ordering_of(&logs, *messages);
             record_ordering(&mut outcome, ordering, *messages * *streams as u64);
-            outcome.set("goodput_mbit_s", (ordering.delivered * *size as u64) as f64 * 8.0 / elapsed / 1e6);
-            outcome.latency("", histogram_of(&logs));
+            outcome.set(Metric::Goodput, goodput_mbit_s(&logs, ordering.delivered, *size));
+            outcome.messages(which, &logs);
         }
-        ExperimentSpec::Hol { streams, messages, size, rate_hz } => {
-            if !reliable {
-                return Err(Error::Unsupported("head-of-line blocking is measured on reliable, ordered streams"));
-            }
-            let shared = sources(ctx, *streams, *messages, *size, *rate_hz, true).await?;
-            let separate = sources(ctx, *streams, *messages, *size, *rate_hz, false).await?;
-            let (shared_h, separate_h) = (histogram_of(&shared), histogram_of(&separate));
-            // Base one-way delay = the fastest message seen; "delayed > 1 RTT beyond base" = above 3 × base.
-            let base_us = shared_h.quantile_us(0.0).min(separate_h.quantile_us(0.0));
-            outcome.set("base_one_way_us", base_us as f64);
-            outcome.set("delayed_share_shared", shared_h.share_above_us(3 * base_us));
-            outcome.set("delayed_share_separate", separate_h.share_above_us(3 * base_us));
-            let (p99_shared, p99_separate) = (shared_h.quantile_us(0.99) as f64, separate_h.quantile_us(0.99) as f64);
-            outcome.set("hol_penalty_us", p99_shared - p99_separate);
-            record_ordering(&mut outcome, ordering_of(&shared, *messages), *messages * *streams as u64);
-            outcome.latency("shared_", shared_h);
-            outcome.latency("separate_", separate_h);
-        }
+        ExperimentSpec::Hol { .. } => return crate::hol::run(spec, ctx).await,
         ExperimentSpec::Ordering { streams, messages, size, rate_hz } => {
             let logs = echo_streams(ctx, *streams, *messages, *size, *rate_hz).await?;
             record_ordering(&mut outcome, ordering_of(&logs, *messages), *messages * *streams as u64);
-            outcome.latency("", histogram_of(&logs));
+            outcome.messages(Distribution::RoundTrip, &logs);
         }
-        ExperimentSpec::Handshake {} => {
-            let started = monotonic_ns();
-            let conn = ctx.transport.connect(ctx.client.clone()).await?;
-            let first = if reliable {
-                let mode = StreamMode::Source { count: 1, size: 64, interval_us: 0 };
-                read_source(conn.open_stream(StreamOpen { stream: 0, mode, resume: None }).await?).await?
-            } else {
-                echo(conn.open_stream(StreamOpen::echo(0)).await?, 0, 1, 64, 0, false).await?
-            };
-            let delivered_at = *first.arrivals_ns.first().ok_or_else(|| Error::Closed("no first message".into()))?;
-            let handshake_ms = (delivered_at - started) as f64 / 1e6;
-            // The RTT on the established connection: the fastest of 5 sequential round trips.
-            let probe = echo(conn.open_stream(StreamOpen::echo(1)).await?, 1, 5, 16, 20, reliable).await?;
-            let rtt_ms = probe.latencies_ns.iter().min().copied().unwrap_or(0) as f64 / 1e6;
-            conn.close().await;
-            outcome.set("handshake_ms", handshake_ms);
-            outcome.set("rtt_ms", rtt_ms);
-            if rtt_ms > 0.0 {
-                outcome.set("handshake_rtts", handshake_ms / rtt_ms);
-            }
-        }
-        ExperimentSpec::Overhead { sizes, messages } => {
-            let size = sizes[0];
-            let before = (ctx.wire_bytes)();
-            let conn = ctx.transport.connect(ctx.client.clone()).await?;
-            let log = echo(conn.open_stream(StreamOpen::echo(0)).await?, 0, *messages, size, 0, reliable).await?;
-            conn.close().await;
-            // Let the last packets (close, final acks) cross the emulator before counting.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let wire = ((ctx.wire_bytes)() - before) as f64;
-            let payload = ((*messages + log.seqs.len() as u64) * size as u64) as f64;
-            outcome.set("wire_bytes", wire);
-            outcome.set("payload_bytes", payload);
-            outcome.set("overhead_ratio", if payload > 0.0 { wire / payload } else { f64::NAN });
-            outcome.set("wire_bytes_per_message", wire / (*messages + log.seqs.len() as u64) as f64);
-        }
+        ExperimentSpec::Handshake { connections } => handshake(ctx, *connections, reliable, &mut outcome).await?,
+        ExperimentSpec::Overhead { sizes, messages, rate_hz } => return crate::overhead::run(ctx, sizes[0], *messages, *rate_hz).await,
         ExperimentSpec::Migration { duration_s, rate_hz, size } => {
             let event = ctx.profile.schedule.iter().find_map(|e| match e.action {
                 ScheduleAction::Event(kind) => Some((e.at, kind)),
@@ -348,14 +388,77 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
                 _ => None,
             });
             if let Some((at, length)) = blackhole {
-                outcome.set("event_at_ms", at.as_secs_f64() * 1000.0);
-                if let Some(gap) = outcome.metrics.get("gap_ms").copied() {
-                    outcome.set("recovery_after_outage_ms", gap - length.as_secs_f64() * 1000.0);
+                outcome.set(Metric::EventAt, at.as_secs_f64() * 1000.0);
+                if let Some(gap) = outcome.get(Metric::Gap) {
+                    outcome.set(Metric::RecoveryAfterOutage, gap - length.as_secs_f64() * 1000.0);
                 }
             }
         }
     }
     Ok(outcome)
+}
+
+/// `connections` fresh connections one after the other, each timed from the `connect` call to its milestones and
+/// to the first message of a one-message source stream (the first application byte); each figure is the median
+/// over the connections, in ms and in RTTs of the first connection (the fastest of 5 echo round trips on it).
+async fn handshake(ctx: &Context, connections: u32, reliable: bool, outcome: &mut Outcome) -> Result<(), Error> {
+    let mut first_byte_ms = Vec::new();
+    let mut steps: [(Metric, Metric, Vec<f64>); 4] = [
+        (Metric::TcpConnected, Metric::TcpConnectedRtts, Vec::new()),
+        (Metric::TlsDone, Metric::TlsDoneRtts, Vec::new()),
+        (Metric::QuicHandshake, Metric::QuicHandshakeRtts, Vec::new()),
+        (Metric::FirstResponse, Metric::FirstResponseRtts, Vec::new()),
+    ];
+    let mut rtt_ms = 0.0;
+    for i in 0..connections {
+        let started = monotonic_ns();
+        let conn = ctx.transport.connect(ctx.client.clone()).await?;
+        let mode = StreamMode::Source { count: 1, size: 64, interval_us: 0 };
+        let first = read_source(conn.open_stream(StreamOpen { stream: 0, mode, resume: None }).await?, 1, 0, reliable).await?;
+        let delivered_at = first.records.first().ok_or_else(|| Error::Closed("no first message".into()))?.received_ns;
+        let since = |at: u64| at.saturating_sub(started) as f64 / 1e6;
+        first_byte_ms.push(since(delivered_at));
+        let m = conn.milestones();
+        for ((_, _, values), at) in steps.iter_mut().zip([m.tcp_connected, m.tls_done, m.quic_handshake, m.first_response]) {
+            values.extend(at.map(since));
+        }
+        if i == 0 {
+            // The RTT on the established connection: the fastest of 5 round trips (actual send → echo), 200 ms
+            // apart so that no echo waits behind the previous one (SSE keeps one POST in flight per stream).
+            let probe = echo(conn.open_stream(StreamOpen::echo(1)).await?, 1, 5, 16, 5, reliable).await?;
+            rtt_ms = probe.records.iter().map(|r| r.received_ns - r.sent_ns).min().unwrap_or(0) as f64 / 1e6;
+        }
+        conn.close().await;
+    }
+    let in_rtts = |ms: f64| (rtt_ms > 0.0).then(|| ms / rtt_ms);
+    let handshake_ms = quantile(&mut first_byte_ms, 0.5);
+    outcome.set(Metric::Handshake, handshake_ms);
+    outcome.set(Metric::HandshakeP90, quantile(&mut first_byte_ms, 0.9));
+    let slow = first_byte_ms.iter().filter(|&&ms| ms > 1000.0).count();
+    outcome.set(Metric::HandshakeOver1s, slow as f64 / first_byte_ms.len() as f64);
+    outcome.set(Metric::HandshakeConnections, f64::from(connections));
+    outcome.set(Metric::Rtt, rtt_ms);
+    if let Some(rtts) = in_rtts(handshake_ms) {
+        outcome.set(Metric::HandshakeRtts, rtts);
+    }
+    // A milestone the transport does not see (or its protocol lacks) is left out, not reported as zero.
+    for (ms_metric, rtts_metric, mut values) in steps {
+        if values.len() == first_byte_ms.len() {
+            let ms = quantile(&mut values, 0.5);
+            outcome.set(ms_metric, ms);
+            if let Some(rtts) = in_rtts(ms) {
+                outcome.set(rtts_metric, rtts);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `q` quantile of `values` (nearest rank, q in [0, 1]); sorts them. `values` is not empty.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = (q * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }
 
 /// Steady echo traffic over the session layer for `duration_s`; at `event` (profile time) an address change makes
@@ -395,21 +498,21 @@ async fn steady_echo(
     };
     let log = echo(stream, 0, messages, size, rate_hz, true).await?;
     let rebound = migrate.await.map_err(|e| Error::Transport(e.to_string()))??;
-    let ordering = Ordering::of(&log.seqs, messages);
+    let ordering = Ordering::of(&log.seqs(), messages);
     record_ordering(outcome, ordering, messages);
-    let gap_ns = log.arrivals_ns.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-    outcome.set("gap_ms", gap_ns as f64 / 1e6);
-    outcome.set("reconnects", session.reconnects() as f64);
-    outcome.set("rebound_natively", f64::from(u8::from(rebound)));
-    outcome.set("survived_without_reconnect", f64::from(u8::from(session.reconnects() == 0)));
+    let gap_ns = log.records.windows(2).map(|w| w[1].received_ns - w[0].received_ns).max().unwrap_or(0);
+    outcome.set(Metric::Gap, gap_ns as f64 / 1e6);
+    outcome.set(Metric::Reconnects, session.reconnects() as f64);
+    outcome.set(Metric::ReboundNatively, f64::from(u8::from(rebound)));
+    outcome.set(Metric::SurvivedWithoutReconnect, f64::from(u8::from(session.reconnects() == 0)));
     if let Some((at, _)) = event {
-        outcome.set("event_at_ms", at.as_secs_f64() * 1000.0);
+        outcome.set(Metric::EventAt, at.as_secs_f64() * 1000.0);
     }
     outcome.series.insert(
         "arrivals".into(),
-        log.arrivals_ns.iter().zip(&log.seqs).map(|(t, s)| ((t - link_start_ns) as f64 / 1e6, *s as f64)).collect(),
+        log.records.iter().map(|r| ((r.received_ns - link_start_ns) as f64 / 1e6, r.seq as f64)).collect(),
     );
-    outcome.latency("", histogram_of(std::slice::from_ref(&log)));
+    outcome.messages(Distribution::RoundTrip, std::slice::from_ref(&log));
     session.close().await;
     Ok(())
 }
@@ -417,6 +520,13 @@ async fn steady_echo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_quantiles_are_nearest_rank() {
+        let mut thirty: Vec<f64> = (1..=30).rev().map(f64::from).collect();
+        assert_eq!((quantile(&mut thirty, 0.5), quantile(&mut thirty, 0.9)), (15.0, 27.0));
+        assert_eq!((quantile(&mut [7.0], 0.5), quantile(&mut [7.0], 0.9)), (7.0, 7.0));
+    }
 
     #[test]
     fn ordering_counts_violations_duplicates_missing_and_depth() {

@@ -1,5 +1,7 @@
 //! The client: one wtransport endpoint (own UDP socket) and one session per [`WtConnection`], the certificate pinned
-//! by hash like a browser's `serverCertificateHashes`, the token in `authorization: Bearer`.
+//! by hash like a browser's `serverCertificateHashes`, the token in `authorization: Bearer` of the CONNECT request.
+//! wtransport's `connect` covers the QUIC handshake, the wait for the server's SETTINGS and the CONNECT: its
+//! milestones have the CONNECT's `200` only.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -7,7 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tlab_core::tls::CertPin;
-use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, StreamMode, StreamOpen};
+use tlab_core::clock::monotonic_ns;
+use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, Milestones, StreamMode, StreamOpen};
 use wtransport::endpoint::{ConnectOptions, endpoint_side};
 use wtransport::error::ConnectingError;
 use wtransport::tls::Sha256Digest;
@@ -27,6 +30,7 @@ pub(crate) struct WtConnection {
     datagrams: Option<Arc<Demux>>,
     /// The open reliable streams (each slot held by its stream's receiving half), for the client-side stream limit.
     slots: StreamSlots,
+    milestones: Milestones,
 }
 
 impl WtConnection {
@@ -40,6 +44,7 @@ impl WtConnection {
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {url}")))?
             .map_err(|e| connecting_error(e, &url))?;
+        let milestones = Milestones { first_response: Some(monotonic_ns()), ..Milestones::default() };
         let session = Arc::new(SessionGuard(connection.clone()));
         let datagrams = datagrams.then(|| {
             let demux = Arc::new(Demux::default());
@@ -51,7 +56,7 @@ impl WtConnection {
             tokio::spawn(datagram::read_loop(connection, demux.clone(), config.limits.max_message_size, unknown));
             demux
         });
-        Ok(Self { endpoint, session, limits: config.limits, datagrams, slots: StreamSlots::default() })
+        Ok(Self { endpoint, session, limits: config.limits, datagrams, slots: StreamSlots::default(), milestones })
     }
 }
 
@@ -90,15 +95,19 @@ fn connecting_error(e: ConnectingError, url: &str) -> Error {
 
 #[async_trait]
 impl Connection for WtConnection {
-    /// Reliable mode: opens a bidirectional stream and sends the open header at once. Datagram mode: sends nothing
-    /// (the server learns the stream from its first datagram); only plain echo streams exist there.
+    /// Reliable mode: opens a bidirectional stream and sends the open header at once. Datagram mode: an echo
+    /// stream sends nothing (the server learns it from its first datagram), a source stream sends open datagrams
+    /// until the server's first datagram arrives; sink and resumable streams are unsupported.
     async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
         if let Some(demux) = &self.datagrams {
-            if open.mode != StreamMode::Echo || open.resume.is_some() {
-                return Err(Error::Unsupported("source, sink and resumable streams over datagrams (echo only)"));
+            if open.resume.is_some() || open.mode == StreamMode::Sink {
+                return Err(Error::Unsupported("sink and resumable streams over datagrams (echo and source only)"));
             }
             self.limits.check_streams(open.stream, demux.len())?;
-            return demux.open(open.stream, self.limits, self.session.clone());
+            return match open.mode {
+                StreamMode::Echo => demux.open(open.stream, self.limits, self.session.clone()),
+                _ => demux.open_source(&open, self.limits, self.session.clone()),
+            };
         }
         let slot = self.slots.acquire(&self.limits, open.stream)?;
         let header = open_header::encode(&open.to_query())?;
@@ -114,5 +123,9 @@ impl Connection for WtConnection {
         self.session.0.close(code(CODE_CLOSED), b"client closed");
         // Lets quinn send CONNECTION_CLOSE before the endpoint may be dropped.
         let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones
     }
 }

@@ -2,15 +2,22 @@
 //! logical streams of a session are told apart by the frame's stream id. One reader task per session
 //! ([`read_loop`]) demultiplexes incoming datagrams into per-stream queues.
 //!
-//! Nothing opens or ends a stream on the wire: the server creates an echo stream when the first datagram of a new
-//! stream id arrives, and `finish` only ends the local sending half.
+//! An echo stream needs no opening: the server creates one when the first data datagram of a new stream id arrives.
+//! A source stream (the server sends `count` datagrams on its schedule) is asked for by an *open datagram*: a frame
+//! of the stream with seq [`OPEN_SEQ`] whose payload is the stream's open query (`stream=0&mode=source&count=…`).
+//! The client repeats it until the stream's first datagram arrives ([`OPEN_RETRIES`]); the server opens each stream
+//! id from an open datagram once per session and ignores the copies. Nothing ends a stream on the wire: `finish`
+//! only ends the local sending half, and a reader ends a source stream by its count or by silence. Sink and
+//! resumable streams are not offered over datagrams ([`Error::Unsupported`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tlab_core::frame::{self, HEADER_LEN};
-use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId};
+use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId, StreamMode, StreamOpen};
 use tokio::sync::mpsc;
 use wtransport::error::{ConnectionError, SendDatagramError};
 
@@ -20,6 +27,36 @@ use crate::wire::{CODE_CLOSED, SessionGuard};
 /// stall the reader and so every other stream).
 const QUEUE: usize = 1024;
 
+/// The seq of an open datagram (no data message has it: seqs count from 0 per stream).
+pub(crate) const OPEN_SEQ: u64 = u64::MAX;
+
+/// When the client sends its open datagram, from the stream's opening, until the stream's first datagram arrives:
+/// datagrams may be lost, so one copy is not enough, and spacing the copies keeps one loss burst from taking all.
+const OPEN_RETRIES: [Duration; 6] = [
+    Duration::ZERO,
+    Duration::from_millis(50),
+    Duration::from_millis(150),
+    Duration::from_millis(350),
+    Duration::from_millis(750),
+    Duration::from_millis(1550),
+];
+
+/// What the server opens for the first datagram of a stream id it does not know: the source an open datagram asks
+/// for, or an echo stream for a data datagram. `None` for an open datagram that is not a source stream's query.
+pub(crate) fn requested_open(msg: &Message) -> Option<StreamOpen> {
+    if msg.seq != OPEN_SEQ {
+        return Some(StreamOpen::echo(msg.stream));
+    }
+    let open = std::str::from_utf8(&msg.payload).map_err(|e| Error::Protocol(e.to_string())).and_then(StreamOpen::from_query);
+    match open {
+        Ok(open @ StreamOpen { mode: StreamMode::Source { .. }, resume: None, .. }) if open.stream == msg.stream => Some(open),
+        other => {
+            tracing::debug!(stream = msg.stream, ?other, "open datagram refused: only source streams are opened by datagram");
+            None
+        }
+    }
+}
+
 /// Routes of one session: the queue of each open stream, and why the session ended once it did.
 #[derive(Default)]
 pub(crate) struct Demux(Mutex<Routes>);
@@ -27,6 +64,8 @@ pub(crate) struct Demux(Mutex<Routes>);
 #[derive(Default)]
 struct Routes {
     queues: HashMap<StreamId, mpsc::Sender<Message>>,
+    /// Streams that have received a datagram.
+    heard: HashSet<StreamId>,
     /// `Some(None)`: ended gracefully (the peer closed with code 0); `Some(Some(reason))`: failed.
     end: Option<Option<String>>,
 }
@@ -61,12 +100,45 @@ impl Demux {
         self.0.lock().unwrap().queues.len()
     }
 
+    /// Whether stream `stream` has received a datagram.
+    fn heard(&self, stream: StreamId) -> bool {
+        self.0.lock().unwrap().heard.contains(&stream)
+    }
+
+    /// Client side: registers source stream `open` and sends its open datagram on the [`OPEN_RETRIES`] schedule
+    /// until the stream hears from the server (or the session ends).
+    pub(crate) fn open_source(
+        self: &Arc<Self>,
+        open: &StreamOpen,
+        limits: Limits,
+        session: Arc<SessionGuard>,
+    ) -> Result<MessageStream, Error> {
+        let request = frame::encode(&Message::data(open.stream, OPEN_SEQ, Bytes::from(open.to_query())));
+        let stream = self.open(open.stream, limits, session.clone())?;
+        // The bare connection: the retries must not keep the session open.
+        let (demux, connection, id) = (self.clone(), session.0.clone(), open.stream);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for at in OPEN_RETRIES {
+                tokio::time::sleep_until(start + at).await;
+                if demux.heard(id) || connection.send_datagram(request.clone()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(stream)
+    }
+
     /// Queues `msg` for its stream; gives it back if no stream of its id is open.
     fn route(&self, msg: Message) -> Option<Message> {
         let mut routes = self.0.lock().unwrap();
         let Some(tx) = routes.queues.get(&msg.stream) else { return Some(msg) };
+        let stream = msg.stream;
         match tx.try_send(msg) {
-            Ok(()) => None,
+            Ok(()) => {
+                routes.heard.insert(stream);
+                None
+            }
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 tracing::debug!(stream = msg.stream, seq = msg.seq, "datagram dropped: stream queue full");
                 None
@@ -89,20 +161,27 @@ impl Demux {
 }
 
 /// Reads the session's datagrams until it ends, queueing each valid frame for its stream. `unknown` is asked about
-/// frames of a stream id that is not open (the server opens a stream there; the client drops them). Datagrams
-/// that are not one valid frame within `max_payload` are dropped with a debug log; the session stays up.
+/// frames of a stream id that is not open (the server opens a stream there; the client drops them), and about the
+/// first open datagram of each stream id (which is never queued; later copies are dropped). Datagrams that are not
+/// one valid frame within `max_payload` are dropped with a debug log; the session stays up.
 pub(crate) async fn read_loop(
     connection: wtransport::Connection,
     demux: Arc<Demux>,
     max_payload: usize,
     mut unknown: impl FnMut(&Message) -> bool,
 ) {
+    let mut opened = HashSet::new();
     let error = loop {
         let datagram = match connection.receive_datagram().await {
             Ok(datagram) => datagram,
             Err(e) => break e,
         };
         match frame::decode_exact(datagram.payload(), max_payload) {
+            Ok(msg) if msg.seq == OPEN_SEQ => {
+                if opened.insert(msg.stream) {
+                    unknown(&msg);
+                }
+            }
             Ok(msg) => {
                 if let Some(msg) = demux.route(msg)
                     && unknown(&msg)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tlab_core::server::{ConnectionClock, PerIpConnections, within};
-use tlab_core::{Error, Server, ServerConfig, StreamOpen};
+use tlab_core::{Error, Server, ServerConfig};
 use tokio::task::{JoinHandle, JoinSet};
 use wtransport::endpoint::endpoint_side;
 use wtransport::endpoint::IncomingSession;
@@ -181,7 +181,8 @@ fn refuse(mut send: SendStream, recv: RecvStream, error_code: u32, reason: &str)
     recv.stop(code(error_code));
 }
 
-/// Datagram session: the first datagram of each new stream id opens an echo stream, up to `limits.max_streams`.
+/// Datagram session: the first datagram of each new stream id opens an echo stream (an open datagram: the source
+/// stream it asks for), up to `limits.max_streams`.
 async fn serve_datagrams(connection: wtransport::Connection, session: Arc<SessionGuard>, config: &Arc<ServerConfig>) -> Result<(), Error> {
     let demux = Arc::new(Demux::default());
     let mut streams = JoinSet::new();
@@ -195,9 +196,9 @@ async fn serve_datagrams(connection: wtransport::Connection, session: Arc<Sessio
             }
             return false;
         }
+        let Some(open) = datagram::requested_open(msg) else { return false };
         let Ok(stream) = demux.open(msg.stream, config.limits, session.clone()) else { return false };
         let service = config.service.clone();
-        let open = StreamOpen::echo(msg.stream);
         streams.spawn(async move { service.serve(open, stream).await });
         true
     };

@@ -60,14 +60,25 @@ async fn datagram_larger_than_max_datagram_size_is_a_typed_error_and_the_session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn datagram_mode_refuses_source_sink_and_resumable_streams() {
+async fn datagram_mode_serves_sources_and_refuses_sink_and_resumable_streams() {
     let transport = WebTransport::datagrams();
     let server = TestServer::start(&transport, Limits::default()).await;
     let conn = within("connect", transport.connect(server.client_config())).await.expect("connect");
-    for mode in [StreamMode::Sink, StreamMode::Source { count: 1, size: 1, interval_us: 0 }] {
-        let outcome = conn.open_stream(StreamOpen { stream: 1, mode, resume: None }).await;
-        assert!(matches!(outcome, Err(Error::Unsupported(_))), "{mode:?}: {:?}", outcome.err());
+    let outcome = conn.open_stream(StreamOpen { stream: 1, mode: StreamMode::Sink, resume: None }).await;
+    assert!(matches!(outcome, Err(Error::Unsupported(_))), "{:?}", outcome.err());
+    // A source: the server sends its datagrams on its schedule, each once although the open datagram is repeated.
+    let mode = StreamMode::Source { count: 20, size: 32, interval_us: 2_000 };
+    let mut stream = conn.open_stream(StreamOpen { stream: 2, mode, resume: None }).await.expect("open a source");
+    let mut seqs = Vec::new();
+    while seqs.len() < 20 {
+        let msg = within("source datagram", stream.source.recv()).await.expect("recv").expect("a datagram");
+        assert_eq!((msg.stream, msg.payload.len()), (2, 32));
+        seqs.push(msg.seq);
     }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
+    let extra = tokio::time::timeout(std::time::Duration::from_millis(300), stream.source.recv()).await;
+    assert!(extra.is_err(), "the source ran once: {extra:?}");
     let resumable = StreamOpen {
         stream: 1,
         mode: StreamMode::Echo,
