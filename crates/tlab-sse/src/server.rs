@@ -1,5 +1,7 @@
 //! The server: axum routes on hyper (HTTP/1.1 and HTTP/2 on one port, chosen by ALPN) over tokio-rustls, with
-//! [`tlab_core::server`]'s deadlines and per-IP cap (a connection over the cap gets `429` to every request).
+//! [`tlab_core::server`]'s deadlines and per-IP cap (a connection over the cap gets `429` to every request) and its
+//! CORS policy: preflights are answered before anything else, and every answer names the allowed origin, so that a
+//! page of any origin can use EventSource and fetch.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,6 +27,7 @@ use tlab_core::frame;
 use tlab_core::{
     Error, Limits, Message, MessageSink, MessageSource, MessageStream, Server, ServerConfig, StreamId, StreamService,
 };
+use tlab_core::server::cors::Cors;
 use tlab_core::server::{Accepted, Busy, LogBudget, PerIpConnections, Watched, accept_tcp, within};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -127,8 +130,9 @@ pub(crate) async fn serve(config: ServerConfig) -> Result<Box<dyn Server>, Error
     let max_h2_streams = shared.limits.max_streams.saturating_mul(2).saturating_add(16);
     let (stop, stopped) = oneshot::channel();
     let per_ip = PerIpConnections::new(config.max_connections_per_ip);
+    let cors = Arc::new(Cors::new(config.allow_origin, "GET, POST", "authorization, content-type, last-event-id", wire::MAX_STREAMS_HEADER));
     let accept = accept_tcp(listener, config.deadlines, per_ip, "sse", move |accepted| {
-        serve_connection(accepted, tls.clone(), router.clone(), max_h2_streams)
+        serve_connection(accepted, tls.clone(), router.clone(), cors.clone(), max_h2_streams)
     });
     // Dropping the accept loop (at stop) drops, and so aborts, every connection task.
     let task = tokio::spawn(async move {
@@ -144,6 +148,7 @@ async fn serve_connection(
     accepted: Accepted,
     tls: TlsAcceptor,
     router: Router,
+    cors: Arc<Cors>,
     max_h2_streams: u32,
 ) -> Result<(), Error> {
     let Accepted { tcp, peer, permit, clock } = accepted;
@@ -159,12 +164,23 @@ async fn serve_connection(
     // Every request marks the connection busy until its response body is gone, so a quiet event stream is never
     // idle; a connection over the per-IP cap gets 429s and no busy marks, so its first-request deadline closes it.
     let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-        let router = router.clone();
-        let busy = (!over_cap).then(|| clock.busy());
+        let (router, cors) = (router.clone(), cors.clone());
+        let preflight = Cors::is_preflight(&request);
+        if preflight {
+            clock.request_seen();
+        }
+        let busy = (!over_cap && !preflight).then(|| clock.busy());
         async move {
-            let Some(busy) = busy else { return Ok::<_, Infallible>(too_many_connections(request.version())) };
-            let response = router.oneshot(request).await?;
-            Ok(response.map(|body| Body::new(HeldBody { body, _busy: busy })))
+            if preflight {
+                return Ok::<_, Infallible>(cors.preflight(request.headers()).map(|()| Body::empty()));
+            }
+            let request_headers = request.headers().clone();
+            let mut response = match busy {
+                None => too_many_connections(request.version()),
+                Some(busy) => router.oneshot(request).await?.map(|body| Body::new(HeldBody { body, _busy: busy })),
+            };
+            cors.apply(&request_headers, response.headers_mut());
+            Ok(response)
         }
     });
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
