@@ -10,6 +10,8 @@
 mod client;
 mod server;
 mod wire;
+#[cfg(test)]
+mod wire_props;
 
 use async_trait::async_trait;
 use tlab_core::{Capabilities, ClientConfig, Connection, Error, Server, ServerConfig, Transport};

@@ -11,6 +11,8 @@ mod link;
 mod mux;
 mod server;
 mod wire;
+#[cfg(test)]
+mod wire_props;
 
 use async_trait::async_trait;
 use tlab_core::{Capabilities, ClientConfig, Connection, Error, Server, ServerConfig, Transport};
