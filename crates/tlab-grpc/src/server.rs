@@ -40,6 +40,12 @@ use crate::wire::{
 const MAX_CONNECTIONS_METADATA: &str = "tlab-max-connections-per-ip";
 /// How long [`tlab_core::Server::shutdown`] waits for tonic to wind down after the connections were cut.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The HTTP/2 connection receive window (hyper's default is 1 MiB). h2 also caps the framing overhead of small DATA
+/// frames received and not yet read at half this window, connection-wide, and answers more with GOAWAY
+/// (ENHANCE_YOUR_CALM, "too_many_data_frames"), which ends every RPC: with 1 MiB, about 2,400 small gRPC messages
+/// waiting for slow handlers (CPU load, a source that never reads its request stream) were enough. 64 MiB lets
+/// what the 1 MiB per-RPC windows admit wait on a few dozen busy RPCs; hyper and tonic expose no separate knob.
+const CONNECTION_WINDOW: u32 = 64 << 20;
 
 /// Binds, starts the TLS accept loop and the tonic server; `web`: the gRPC-Web flavour (see the module docs).
 pub(crate) async fn serve(config: tlab_core::ServerConfig, web: bool) -> Result<Box<dyn tlab_core::Server>, Error> {
@@ -83,6 +89,7 @@ pub(crate) async fn serve(config: tlab_core::ServerConfig, web: bool) -> Result<
         // One slot above the limit lets an excess RPC reach the handler, which refuses it with RESOURCE_EXHAUSTED;
         // RPCs beyond that wait in the client's HTTP/2 queue for a free slot.
         .max_concurrent_streams(config.limits.max_streams.saturating_add(1))
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(None);
     let service = InterceptedService::new(rpc, authorize);
     let incoming = ReceiverStream::new(conn_rx);
