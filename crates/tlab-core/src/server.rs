@@ -25,7 +25,8 @@ use tokio::time::{Instant, Sleep};
 pub mod cors;
 
 /// How long a server connection that is done keeps reading, and discarding, what the client still sends (see
-/// [`Watched::new`]): long enough for a client to finish a message of the size limit and read the answer.
+/// [`Watched::new`]; QUIC servers do the same for a stream): long enough for a client to finish a message of the
+/// size limit and read the answer.
 pub const LINGER: Duration = Duration::from_secs(5);
 
 /// How long a server waits for each phase of a client's connection before closing it.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use tlab_core::frame;
+use tlab_core::server::LINGER;
 use tlab_core::{Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId};
 use tlab_quic_common::StreamSlot;
 use wtransport::{RecvStream, SendStream};
@@ -23,7 +24,9 @@ pub(crate) enum Side {
         slot: StreamSlot,
     },
     /// The server: the service finishes what it ends normally, so a sending half dropped unfinished means the
-    /// stream failed, and the client sees a reset rather than a graceful end.
+    /// stream failed, and the client sees a reset rather than a graceful end. A receiving half dropped before the
+    /// client's FIN (a source never reads) is drained instead of stopped: a FIN ends a direction, and a browser's
+    /// writer fails on STOP_SENDING.
     Server,
 }
 
@@ -36,7 +39,7 @@ pub(crate) fn message_stream(
     session: Arc<SessionGuard>,
     side: Side,
 ) -> MessageStream {
-    let (slot, abort_unfinished) = match side {
+    let (slot, server) = match side {
         Side::Client { slot } => (Some(slot), false),
         Side::Server => (None, true),
     };
@@ -47,12 +50,14 @@ pub(crate) fn message_stream(
             stream,
             limits,
             finished: false,
-            abort_unfinished,
+            abort_unfinished: server,
             rejected: rejected.clone(),
             _session: session.clone(),
         }),
         source: Box::new(StreamSource {
-            recv,
+            recv: Some(recv),
+            drain_on_drop: server,
+            ended: false,
             buf: BytesMut::new(),
             stream,
             max_payload: limits.max_message_size,
@@ -107,7 +112,12 @@ impl Drop for StreamSink {
 }
 
 struct StreamSource {
-    recv: RecvStream,
+    /// Taken only by [`StreamSource::drop`].
+    recv: Option<RecvStream>,
+    /// See [`Side::Server`].
+    drain_on_drop: bool,
+    /// The peer's direction ended (FIN, reset, stopped by us, or the connection's end).
+    ended: bool,
     buf: BytesMut,
     stream: StreamId,
     max_payload: usize,
@@ -126,8 +136,32 @@ impl StreamSource {
     fn reject(&mut self, error: Error) -> Error {
         tracing::warn!(stream = self.stream, error = %error, "closing WebTransport stream: bad frame");
         self.rejected.store(true, Ordering::Release);
-        let _ = self.recv.quic_stream_mut().stop(wtransport::quinn::VarInt::from_u32(CODE_PROTOCOL));
+        self.ended = true;
+        let _ = self.recv().quic_stream_mut().stop(wtransport::quinn::VarInt::from_u32(CODE_PROTOCOL));
         error
+    }
+
+    fn recv(&mut self) -> &mut RecvStream {
+        self.recv.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for StreamSource {
+    /// On the server, reads and discards the client's direction until its FIN (or [`LINGER`]) instead of letting
+    /// quinn stop it with code 0.
+    fn drop(&mut self) {
+        if !self.drain_on_drop || self.ended {
+            return;
+        }
+        let (Some(mut recv), Ok(runtime)) = (self.recv.take(), tokio::runtime::Handle::try_current()) else { return };
+        runtime.spawn(async move {
+            let drained = tokio::time::timeout(LINGER, async {
+                while let Ok(Some(_)) = recv.quic_stream_mut().read_chunk(READ_CHUNK, false).await {}
+            });
+            if drained.await.is_err() {
+                tracing::debug!("no FIN from the client within {LINGER:?}: stopping its direction");
+            }
+        });
     }
 }
 
@@ -142,7 +176,9 @@ impl MessageSource for StreamSource {
                 Ok(None) => {}
                 Err(e) => return Err(self.reject(e)),
             }
-            match self.recv.quic_stream_mut().read_chunk(READ_CHUNK, true).await.map_err(read_error)? {
+            let read = self.recv().quic_stream_mut().read_chunk(READ_CHUNK, true).await.map_err(read_error);
+            self.ended = !matches!(read, Ok(Some(_)));
+            match read? {
                 Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
                 None if self.buf.is_empty() => return Ok(None),
                 None => {

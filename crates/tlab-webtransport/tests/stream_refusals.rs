@@ -1,6 +1,7 @@
-//! `wt-stream` refusals on the wire, with wtransport's own client (none of our client code): the stream beyond
+//! `wt-stream` on the wire, with wtransport's own client (none of our client code): the stream beyond
 //! `--max-streams` is refused with `0x52` and a FIN inside a frame with `0x50` (docs/PROTOCOL.md, "WebTransport"),
-//! each within a bounded wait, while the session's other streams keep echoing.
+//! each within a bounded wait, while the session's other streams keep echoing; a source ends its direction with a
+//! FIN and leaves the client's open (no STOP_SENDING) until the client's own FIN.
 
 use std::time::Duration;
 
@@ -122,5 +123,31 @@ async fn a_fin_inside_a_frame_is_refused_with_0x50() {
     let (mut send, mut recv) = open_echo(&session, 3).await;
     echo(&mut send, &mut recv, 3, 0).await;
     session.close(VarInt::from_u32(0), b"done");
+    server.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_does_not_stop_the_clients_direction() {
+    let server = TestServer::start(&WebTransport::streams(), Limits::default()).await;
+    let (_endpoint, session) = session(&server).await;
+    let (mut send, mut recv) = within("stream credit", async { session.open_bi().await.unwrap().await.unwrap() }).await;
+    let query = "stream=0&mode=source&count=100&size=8";
+    let mut header = u16::try_from(query.len()).unwrap().to_be_bytes().to_vec();
+    header.extend_from_slice(query.as_bytes());
+    send.write_all(&header).await.unwrap();
+    let mut received = Vec::new();
+    within("the source", async {
+        let mut buf = [0u8; 4096];
+        while let Some(n) = recv.read(&mut buf).await.expect("a FIN, not a reset") {
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert_eq!(received.len(), 100 * (frame::HEADER_LEN + 8), "every message, then the server's FIN");
+    // The server's service is done with the stream; our direction stays open for our own FIN.
+    let stopped = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+    assert!(stopped.is_err(), "the server stopped our direction: {stopped:?}");
+    send.write_all(&frame::encode(&Message::data(0, 0, Bytes::from_static(b"late")))).await.expect("still writable");
+    within("our FIN", send.finish()).await.expect("a graceful end of our direction");
     server.server.shutdown().await;
 }
