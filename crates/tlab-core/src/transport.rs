@@ -9,6 +9,7 @@ use crate::capabilities::Capabilities;
 use crate::config::{ClientConfig, ServerConfig, StreamOpen};
 use crate::error::Error;
 use crate::message::Message;
+use crate::milestones::Milestones;
 
 /// The sending half of one logical stream.
 #[async_trait]
@@ -47,6 +48,10 @@ pub trait Connection: Send + Sync {
     /// Transports without native migration refuse; the session layer's reconnect + resume is their fallback.
     async fn rebind(&self, _local: SocketAddr) -> Result<(), Error> {
         Err(Error::Unsupported("connection migration (rebinding to a new local address)"))
+    }
+    /// When each step of the connection's setup completed (all unknown unless the transport records them).
+    fn milestones(&self) -> Milestones {
+        Milestones::default()
     }
 }
 
