@@ -11,9 +11,10 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
+use tlab_core::milestones::{MilestoneLog, Step};
 use tlab_core::{
-    ClientConfig, Connection, Error, Limits, Message, MessageSink, MessageSource, MessageStream, StreamId, StreamMode,
-    StreamOpen,
+    ClientConfig, Connection, Error, Limits, Message, MessageSink, MessageSource, MessageStream, Milestones, StreamId,
+    StreamMode, StreamOpen,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -32,11 +33,20 @@ use crate::wire::{
     ALPN_H2, CHANNEL_CAPACITY, FRAME_OVERHEAD, OPEN_METADATA, StreamSlot, error_from_status, to_frame, to_message,
 };
 
-/// Dials TCP, then TLS with ALPN h2 and certificate pinning; tonic runs HTTP/2 on top.
+/// Dials TCP, then TLS with ALPN h2 and certificate pinning; tonic runs HTTP/2 on top. Clones share `milestones`,
+/// which keep the steps of the first connection dialled.
 #[derive(Clone)]
-struct TlsDialer {
-    addr: SocketAddr,
-    tls: TlsConnector,
+pub(crate) struct TlsDialer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: TlsConnector,
+    pub(crate) milestones: MilestoneLog,
+}
+
+impl TlsDialer {
+    /// A dialer with a fresh milestone log.
+    pub(crate) fn new(addr: SocketAddr, tls: TlsConnector) -> Self {
+        Self { addr, tls, milestones: MilestoneLog::default() }
+    }
 }
 
 impl Service<Uri> for TlsDialer {
@@ -49,10 +59,11 @@ impl Service<Uri> for TlsDialer {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let TlsDialer { addr, tls } = self.clone();
+        let TlsDialer { addr, tls, milestones } = self.clone();
         Box::pin(async move {
             let connect_error = |reason: String| Error::Connect { address: addr.to_string(), reason };
             let tcp = TcpStream::connect(addr).await.map_err(|e| connect_error(e.to_string()))?;
+            milestones.mark(Step::TcpConnected);
             tcp.set_nodelay(true)?;
             let tls = tls.connect(tlab_core::tls::server_name(), tcp).await.map_err(|e| {
                 // tokio-rustls reports certificate and handshake failures as InvalidData.
@@ -61,6 +72,7 @@ impl Service<Uri> for TlsDialer {
                     _ => connect_error(e.to_string()),
                 }
             })?;
+            milestones.mark(Step::TlsDone);
             Ok(TokioIo::new(tls))
         })
     }
@@ -78,8 +90,10 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>,
         .map_err(|e| Error::Config(e.to_string()))?
         // HTTP/2 keepalive stays at tonic's default, off: pings would be traffic no experiment accounts for.
         .connect_timeout(config.connect_timeout);
+    let dialer = TlsDialer::new(addr, tls);
+    let milestones = dialer.milestones.clone();
     let channel =
-        tokio::time::timeout(config.connect_timeout, endpoint.connect_with_connector(TlsDialer { addr, tls }))
+        tokio::time::timeout(config.connect_timeout, endpoint.connect_with_connector(dialer))
             .await
             .map_err(|_| Error::Timeout(format!("connect to {addr}")))?
             .map_err(|e| connect_failure(addr, &e))?;
@@ -90,11 +104,12 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>,
         auth,
         limits: config.limits,
         open_streams: Arc::default(),
+        milestones,
     }))
 }
 
 /// Our dialer's own error when it is in the chain (a TLS failure stays [`Error::Tls`]), else a connect failure.
-fn connect_failure(addr: SocketAddr, error: &tonic::transport::Error) -> Error {
+pub(crate) fn connect_failure(addr: SocketAddr, error: &tonic::transport::Error) -> Error {
     let mut reasons = Vec::new();
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
@@ -113,6 +128,8 @@ struct GrpcConnection {
     auth: AsciiMetadataValue,
     limits: Limits,
     open_streams: Arc<AtomicUsize>,
+    /// TCP and TLS from the dialer, the first RPC's response headers from `open_stream`.
+    milestones: MilestoneLog,
 }
 
 impl GrpcConnection {
@@ -138,6 +155,7 @@ impl Connection for GrpcConnection {
                 let size = u32::try_from(size).map_err(|_| Error::Config(format!("source size {size} above 2^32")))?;
                 let req = self.request(SourceRequest { stream: open.stream, count, size, interval_us }, &open);
                 let responses = client.source(req).await.map_err(status_error)?.into_inner();
+                self.milestones.mark(Step::FirstResponse);
                 Ok(MessageStream {
                     sink: Box::new(NoRequests),
                     source: Box::new(ResponseSource {
@@ -166,6 +184,7 @@ impl Connection for GrpcConnection {
                 let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
                 let req = self.request(ReceiverStream::new(rx), &open);
                 let responses = client.stream(req).await.map_err(status_error)?.into_inner();
+                self.milestones.mark(Step::FirstResponse);
                 Ok(MessageStream {
                     sink: Box::new(RequestSink { tx: Some(tx), limits: self.limits, _slot: slot.clone() }),
                     source: Box::new(ResponseSource {
@@ -182,6 +201,10 @@ impl Connection for GrpcConnection {
     async fn close(&self) {
         // The HTTP/2 connection closes once the streams still open have ended.
         self.client.lock().unwrap().take();
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones.get()
     }
 }
 
@@ -208,12 +231,12 @@ impl MessageSink for RequestSink {
 }
 
 /// The sending half of a `Source` call, whose only request is the `SourceRequest`.
-struct NoRequests;
+pub(crate) struct NoRequests;
 
 #[async_trait]
 impl MessageSink for NoRequests {
     async fn send(&mut self, _msg: Message) -> Result<(), Error> {
-        Err(Error::Unsupported("the gRPC Source RPC carries no client messages"))
+        Err(Error::Unsupported("a Source call carries no client messages"))
     }
 
     async fn finish(&mut self) -> Result<(), Error> {
@@ -222,11 +245,11 @@ impl MessageSink for NoRequests {
 }
 
 /// Frames of a response stream.
-struct ResponseSource {
-    responses: Streaming<Frame>,
-    limits: Limits,
-    stream: StreamId,
-    _slot: Arc<StreamSlot>,
+pub(crate) struct ResponseSource {
+    pub(crate) responses: Streaming<Frame>,
+    pub(crate) limits: Limits,
+    pub(crate) stream: StreamId,
+    pub(crate) _slot: Arc<StreamSlot>,
 }
 
 #[async_trait]
@@ -369,13 +392,14 @@ mod tests {
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = crate::GrpcTransport::new().serve(config).await.unwrap();
         let addr = server.local_addr();
         let test = async {
             let channel = Endpoint::from_shared(format!("http://{addr}"))
                 .unwrap()
-                .connect_with_connector(TlsDialer { addr, tls })
+                .connect_with_connector(TlsDialer::new(addr, tls))
                 .await
                 .unwrap();
             let mut grpc = Grpc::new(channel);

@@ -1,4 +1,5 @@
-//! The client: one QUIC connection with an h3 client on it; every logical stream is one `POST` request.
+//! The client: one QUIC connection with an h3 client on it; every logical stream is one `POST` request, which
+//! carries the token (a wrong one fails the first stream with `Unauthorized`; no request of its own checks it).
 
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,20 +9,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, StreamId, StreamOpen};
+use tlab_core::milestones::{MilestoneLog, Step};
+use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, Milestones, StreamId, StreamOpen};
 use tokio::task::JoinHandle;
 
 use tlab_quic_common::PeerStreams;
 
 use crate::wire::{
-    ALPN_H3, AUTH_PATH, BodySink, BodySource, CONTENT_TYPE, MAX_STREAMS_HEADER, STREAM_PATH, Shared, close_code,
+    ALPN_H3, BodySink, BodySource, CONTENT_TYPE, MAX_STREAMS_HEADER, STREAM_PATH, Shared, close_code,
     stream_error,
 };
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-/// Connects QUIC + HTTP/3 and checks the token with one `GET /tlab/h3/auth`, all within the connect timeout.
+/// Connects QUIC + HTTP/3 within the connect timeout (the token goes with every request).
 pub(crate) async fn connect(config: ClientConfig) -> Result<H3Connection, Error> {
     let (addr, _path) = config.authority_and_path()?;
     let client_config = endpoint_config(&config)?;
@@ -40,6 +42,8 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<H3Connection, Error>
             .map_err(|e| connect_error(e.to_string()))?
             .await
             .map_err(|e| handshake_error(e, addr))?;
+        let milestones = MilestoneLog::default();
+        milestones.mark(Step::QuicHandshake);
         let (mut driver, send_request) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
             .await
             .map_err(|e| connect_error(format!("HTTP/3 setup: {e}")))?;
@@ -56,8 +60,8 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<H3Connection, Error>
             authority: addr.to_string(),
             auth,
             limits: config.limits,
+            milestones,
         };
-        connection.probe_token().await?;
         Ok(connection)
     };
     tokio::time::timeout(config.connect_timeout, setup)
@@ -92,36 +96,25 @@ pub(crate) struct H3Connection {
     authority: String,
     auth: HeaderValue,
     limits: Limits,
+    milestones: MilestoneLog,
 }
 
 impl H3Connection {
-    /// Sends a request (headers only; a `GET` also ends its body) and waits for the response headers.
-    async fn request(&self, method: Method, path_and_query: &str) -> Result<(RequestStream, Response<()>), Error> {
+    /// Sends a `POST` (headers only) and waits for the response headers.
+    async fn request(&self, path_and_query: &str) -> Result<(RequestStream, Response<()>), Error> {
         let mut send_request =
             self.send_request.lock().unwrap().clone().ok_or_else(|| Error::Closed("connection closed".into()))?;
-        let mut req = Request::builder()
-            .method(method.clone())
+        let req = Request::builder()
+            .method(Method::POST)
             .uri(format!("https://{}{path_and_query}", self.authority))
-            .header(header::AUTHORIZATION, self.auth.clone());
-        if method == Method::POST {
-            req = req.header(header::CONTENT_TYPE, CONTENT_TYPE);
-        }
-        let req = req.body(()).map_err(|e| Error::Config(format!("request {path_and_query}: {e}")))?;
+            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::CONTENT_TYPE, CONTENT_TYPE)
+            .body(())
+            .map_err(|e| Error::Config(format!("request {path_and_query}: {e}")))?;
         let mut stream = send_request.send_request(req).await.map_err(stream_error)?;
-        if method == Method::GET {
-            stream.finish().await.map_err(stream_error)?;
-        }
         let response = stream.recv_response().await.map_err(stream_error)?;
+        self.milestones.mark(Step::FirstResponse);
         Ok((stream, response))
-    }
-
-    /// `GET /tlab/h3/auth`: 204 when the token is right, 401 otherwise.
-    async fn probe_token(&self) -> Result<(), Error> {
-        let (_, response) = self.request(Method::GET, AUTH_PATH).await?;
-        match response.status() {
-            StatusCode::NO_CONTENT => Ok(()),
-            _ => Err(status_error(&response, 0)),
-        }
     }
 }
 
@@ -143,7 +136,7 @@ fn status_error(response: &Response<()>, stream: StreamId) -> Error {
 #[async_trait]
 impl Connection for H3Connection {
     async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
-        let (stream, response) = self.request(Method::POST, &format!("{STREAM_PATH}?{}", open.to_query())).await?;
+        let (stream, response) = self.request(&format!("{STREAM_PATH}?{}", open.to_query())).await?;
         if response.status() != StatusCode::OK {
             return Err(status_error(&response, open.stream));
         }
@@ -158,6 +151,10 @@ impl Connection for H3Connection {
     async fn close(&self) {
         self.send_request.lock().unwrap().take();
         self.conn.close(close_code(Code::H3_NO_ERROR), b"client closed");
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones.get()
     }
 
     async fn rebind(&self, local: SocketAddr) -> Result<(), Error> {

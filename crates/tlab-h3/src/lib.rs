@@ -7,8 +7,9 @@
 //! `application/octet-stream`) carries frames server→client, both streamed at once. HTTP/3 DATA frames need not
 //! align with ours. Finishing a direction ends that body; a stream the peer rejects (oversize or malformed frame)
 //! is reset with `H3_MESSAGE_ERROR`. The server refuses a wrong token with 401, a bad query with 400, an unknown
-//! path with 404 and a stream beyond `max_streams` with 429, before anything reaches the service; `connect()`
-//! probes the token once with `GET /tlab/h3/auth` so that a wrong token fails there. The connection migrates
+//! path with 404 and a stream beyond `max_streams` with 429, before anything reaches the service; the token rides
+//! in each request, so a wrong one fails the first stream (no round trip checks it beforehand; the server's
+//! `GET /tlab/h3/auth` is there for clients that want an early check). The connection migrates
 //! natively ([`tlab_core::Connection::rebind`]: quinn moves to a new UDP socket, the server validates the new path).
 
 mod client;
@@ -96,6 +97,7 @@ mod tests {
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = server::serve(config).await.unwrap();
         let client_config = ClientConfig::new(server.url(), CertPin::Sha256(identity.sha256()), "t");

@@ -119,7 +119,7 @@ async fn a_bad_frame_resets_only_its_own_request() {
 }
 
 #[tokio::test]
-async fn wrong_pin_and_wrong_token_fail_in_connect() {
+async fn wrong_pin_fails_in_connect_and_wrong_token_on_the_first_stream() {
     let transport = H3Transport::new();
     let server = TestServer::start(&transport, Limits::default()).await;
     bounded(async {
@@ -129,7 +129,8 @@ async fn wrong_pin_and_wrong_token_fail_in_connect() {
         assert!(matches!(outcome, Some(Error::Tls(_))), "{outcome:?}");
         let mut wrong_token = server.client_config();
         wrong_token.token = "nope".into();
-        let outcome = transport.connect(wrong_token).await.err();
+        let conn = transport.connect(wrong_token).await.expect("the token costs no round trip in connect");
+        let outcome = conn.open_stream(StreamOpen::echo(0)).await.err();
         assert!(matches!(outcome, Some(Error::Unauthorized)), "{outcome:?}");
     })
     .await;

@@ -1,18 +1,20 @@
-//! The client: one QUIC connection on its own UDP endpoint (so that rebinding moves exactly this connection),
-//! authenticated in `connect()`, with one bidirectional QUIC stream per logical stream.
+//! The client: one QUIC connection on its own UDP endpoint (so that rebinding moves exactly this connection), with
+//! one bidirectional QUIC stream per logical stream; the token rides in every stream's first bytes, so a wrong one
+//! fails the first stream with [`Error::Unauthorized`] (no round trip of its own).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use async_trait::async_trait;
 use quinn::{Endpoint, VarInt};
-use tlab_core::{ClientConfig, Error, Limits, MessageStream, StreamOpen, tls};
+use tlab_core::milestones::{MilestoneLog, Step};
+use tlab_core::{ClientConfig, Error, Limits, Milestones, MessageStream, StreamOpen, tls};
 use tlab_quic_common::{PeerStreams, StreamSlots};
 
 use crate::wire::{
-    ALPN, AUTH_OK, AUTH_PREFIX, CLOSE_NORMAL, OnDrop, StreamState, connection_error, message_stream, write_header,
+    ALPN, CLOSE_NORMAL, OnDrop, StreamState, connection_error, message_stream, write_header,
 };
 
-/// Connects, then runs the auth exchange so that a wrong token fails here with [`Error::Unauthorized`].
+/// Connects (the QUIC handshake); the token goes out with each stream.
 pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn tlab_core::Connection>, Error> {
     let (addr, _path) = config.authority_and_path()?;
     let client_config = endpoint_config(&config)?;
@@ -28,13 +30,21 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn tlab_core::C
             Error::Closed(reason) => connect_error(reason),
             other => other,
         })?;
-        authenticate(&conn, &config.token).await?;
         Ok::<_, Error>(conn)
     };
     let conn = tokio::time::timeout(config.connect_timeout, establish)
         .await
-        .map_err(|_| connect_error(format!("no authenticated connection within {:?}", config.connect_timeout)))??;
-    Ok(Box::new(QuicConnection { endpoint, conn, limits: config.limits, slots: StreamSlots::default() }))
+        .map_err(|_| connect_error(format!("no connection within {:?}", config.connect_timeout)))??;
+    let milestones = MilestoneLog::default();
+    milestones.mark(Step::QuicHandshake);
+    Ok(Box::new(QuicConnection {
+        endpoint,
+        conn,
+        token: config.token,
+        limits: config.limits,
+        slots: StreamSlots::default(),
+        milestones,
+    }))
 }
 
 /// The quinn client configuration: our pin and ALPN, `config`'s congestion controller.
@@ -43,28 +53,13 @@ pub(crate) fn endpoint_config(config: &ClientConfig) -> Result<quinn::ClientConf
     tlab_quic_common::client_config(&config.pin, ALPN, config.congestion, PeerStreams::bidi_only(0))
 }
 
-/// Sends `auth <token>` on the first stream and reads the server's one-byte answer.
-async fn authenticate(conn: &quinn::Connection, token: &str) -> Result<(), Error> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connection_error(&e))?;
-    write_header(&mut send, &format!("{AUTH_PREFIX}{token}")).await?;
-    let _ = send.finish();
-    let mut answer = [0u8; 1];
-    let outcome = match recv.read_exact(&mut answer).await {
-        Ok(()) if answer[0] == AUTH_OK => return Ok(()),
-        Ok(()) => Error::Unauthorized,
-        // The CONNECTION_CLOSE 0x101 that follows a refusal may overtake the answer byte.
-        Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => connection_error(&e),
-        Err(e) => Error::Protocol(format!("auth exchange: {e}")),
-    };
-    conn.close(VarInt::from_u32(CLOSE_NORMAL), b"auth failed");
-    Err(outcome)
-}
-
 struct QuicConnection {
     endpoint: Endpoint,
     conn: quinn::Connection,
+    token: String,
     limits: Limits,
     slots: StreamSlots,
+    milestones: MilestoneLog,
 }
 
 #[async_trait]
@@ -72,13 +67,18 @@ impl tlab_core::Connection for QuicConnection {
     async fn open_stream(&self, open: StreamOpen) -> Result<MessageStream, Error> {
         let state = StreamState::acquire(&self.slots, &self.limits, open.stream)?;
         let (mut send, recv) = self.conn.open_bi().await.map_err(|e| connection_error(&e))?;
-        // QUIC announces a stream with its first bytes: the header makes the server accept it right away.
+        // QUIC announces a stream with its first bytes: the headers make the server accept it right away.
+        write_header(&mut send, &self.token).await?;
         write_header(&mut send, &open.to_query()).await?;
         Ok(message_stream(send, recv, self.limits, state, OnDrop::Finish))
     }
 
     async fn close(&self) {
         self.conn.close(VarInt::from_u32(CLOSE_NORMAL), b"closed");
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones.get()
     }
 
     async fn rebind(&self, local: SocketAddr) -> Result<(), Error> {

@@ -2,11 +2,10 @@
 //! with no HTTP layer, so that experiments can separate what QUIC itself does from what HTTP/3 or WebTransport add.
 //!
 //! A client holds one QUIC connection (ALPN `tlab-quic/1`, TLS 1.3 with our identity and certificate pinning) on
-//! its own UDP endpoint. `connect()` first runs an auth exchange on a bidirectional stream (`u16` length +
-//! `auth <token>`, answered by one byte), so a wrong token fails in `connect()` with [`Error::Unauthorized`] and
-//! the server never serves a stream of an unauthenticated connection. Each logical stream is then one
-//! client-initiated bidirectional QUIC stream that starts with a length-prefixed open header
-//! ([`tlab_core::StreamOpen::to_query`]) followed by frames both ways; finishing a direction is the QUIC FIN.
+//! its own UDP endpoint. Each logical stream is one client-initiated bidirectional QUIC stream that starts with two
+//! length-prefixed headers, the token and the open query ([`tlab_core::StreamOpen::to_query`]), followed by frames
+//! both ways: authentication costs no round trip of its own, and a wrong token closes the connection (0x101), which
+//! the first stream reports as [`Error::Unauthorized`]; the server serves no stream whose token it has not checked; finishing a direction is the QUIC FIN.
 //! Refusals are stream resets / connection closes with application error codes 0x101–0x104 (see
 //! docs/PROTOCOL.md). The connection migrates natively: [`tlab_core::Connection::rebind`] moves the endpoint to a
 //! new UDP socket and keep-alives validate the new path. The congestion controller, keep-alive and idle timeout, the

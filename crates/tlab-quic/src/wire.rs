@@ -14,12 +14,6 @@ use tlab_quic_common::{StreamSlot, StreamSlots};
 
 /// ALPN protocol of the raw QUIC mode.
 pub(crate) const ALPN: &[u8] = b"tlab-quic/1";
-/// The auth stream's header is this prefix followed by the token.
-pub(crate) const AUTH_PREFIX: &str = "auth ";
-/// The server's one-byte answer on the auth stream to the right token.
-pub(crate) const AUTH_OK: u8 = 1;
-/// The server's answer to a wrong or missing token (followed by CONNECTION_CLOSE 0x101).
-pub(crate) const AUTH_REFUSED: u8 = 0;
 /// Application close code of a graceful close (client `close()`, server shutdown).
 pub(crate) const CLOSE_NORMAL: u32 = 0;
 
@@ -37,7 +31,7 @@ pub(crate) enum Code {
     Malformed = 0x103,
     /// More streams than `max_streams` open on this connection.
     TooManyStreams = 0x104,
-    /// A connection deadline passed (no auth exchange in time, or idle with no stream open): CONNECTION_CLOSE.
+    /// A connection deadline passed (no stream within the first-request deadline, or idle with no stream open): CONNECTION_CLOSE.
     Deadline = 0x105,
 }
 

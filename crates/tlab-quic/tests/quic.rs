@@ -43,6 +43,7 @@ impl Fixture {
             congestion,
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = QuicTransport::new().serve(config).await.unwrap();
         Self { server, pin, service }
@@ -62,24 +63,12 @@ impl Fixture {
         self.connect_with(TOKEN, Limits::default()).await.unwrap()
     }
 
-    /// A bare quinn connection speaking ALPN `tlab-quic/1`, not yet authenticated.
+    /// A bare quinn connection speaking ALPN `tlab-quic/1` (its streams must start with the token header).
     async fn raw(&self) -> quinn::Connection {
         let tls = tlab_core::tls::client_config(&self.pin, &[b"tlab-quic/1"]).unwrap();
         let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.connect_with(config, self.server.local_addr(), "localhost").unwrap().await.unwrap()
-    }
-
-    /// A bare quinn connection after a successful auth exchange.
-    async fn raw_authenticated(&self) -> quinn::Connection {
-        let conn = self.raw().await;
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&header(&format!("auth {TOKEN}"))).await.unwrap();
-        send.finish().unwrap();
-        let mut answer = [0u8; 1];
-        recv.read_exact(&mut answer).await.unwrap();
-        assert_eq!(answer, [1]);
-        conn
     }
 }
 
@@ -89,6 +78,11 @@ fn header(text: &str) -> Bytes {
     buf.put_u16(text.len() as u16);
     buf.put_slice(text.as_bytes());
     buf.freeze()
+}
+
+/// What a stream starts with: the token header, then the open header.
+fn opening(query: &str) -> Bytes {
+    [header(TOKEN), header(query)].concat().into()
 }
 
 
@@ -210,16 +204,21 @@ async fn resumable_stream_starts_with_resume() {
 }
 
 #[tokio::test]
-async fn wrong_token_fails_in_connect_before_the_service() {
+async fn wrong_token_fails_the_first_stream_before_the_service() {
     bounded(async {
         let fx = Fixture::start(Limits::default()).await;
         for token in ["wrong", ""] {
-            let outcome = fx.connect_with(token, Limits::default()).await;
-            assert!(matches!(outcome, Err(Error::Unauthorized)), "token {token:?}: {:?}", outcome.err());
+            let conn = fx.connect_with(token, Limits::default()).await.expect("the token costs no round trip in connect");
+            let MessageStream { mut sink, mut source } = conn.open_stream(StreamOpen::echo(0)).await.unwrap();
+            // The send may already see the close; the receive must.
+            let _ = sink.send(Message::data(0, 0, Bytes::from_static(b"secret"))).await;
+            let outcome = source.recv().await;
+            assert!(matches!(outcome, Err(Error::Unauthorized)), "token {token:?}: {outcome:?}");
         }
-        // A client skipping the auth exchange: its first stream is refused and the connection closed with 0x101.
+        // A client sending an open query where the token belongs: refused, the connection closed with 0x101.
         let raw = fx.raw().await;
         let (mut send, mut recv) = raw.open_bi().await.unwrap();
+        send.write_all(&header("stream=0&mode=echo")).await.unwrap();
         send.write_all(&header("stream=0&mode=echo")).await.unwrap();
         let err = recv.read_to_end(64).await.unwrap_err();
         let closed = raw.closed().await;
@@ -261,24 +260,24 @@ async fn malformed_header_or_frame_resets_that_stream_only() {
     bounded(async {
         let fx = Fixture::start(Limits::default()).await;
         let good = fx.connect().await;
-        let raw = fx.raw_authenticated().await;
+        let raw = fx.raw().await;
         let reset_code = |e: quinn::ReadToEndError| match e {
             quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)) => code.into_inner(),
             other => panic!("expected a stream reset, got {other:?}"),
         };
         // An open query that does not parse.
         let (mut send, mut recv) = raw.open_bi().await.unwrap();
-        send.write_all(&header("stream=x")).await.unwrap();
+        send.write_all(&opening("stream=x")).await.unwrap();
         assert_eq!(reset_code(recv.read_to_end(1 << 20).await.unwrap_err()), 0x103);
         // A valid header, then a frame with an unknown control operation.
         let (mut send, mut recv) = raw.open_bi().await.unwrap();
-        send.write_all(&header("stream=1&mode=echo")).await.unwrap();
+        send.write_all(&opening("stream=1&mode=echo")).await.unwrap();
         let mut bad = BytesMut::from(&frame::encode(&Message::control(1, ControlOp::Ping, 0))[..]);
         let last = bad.len() - 1;
         bad[last] = 99;
         send.write_all(&bad).await.unwrap();
         assert_eq!(reset_code(recv.read_to_end(1 << 20).await.unwrap_err()), 0x103);
-        // A header that ends the stream before its declared length.
+        // A token header that ends the stream before its declared length.
         let (mut send, mut recv) = raw.open_bi().await.unwrap();
         send.write_all(&[0, 50, b's']).await.unwrap();
         send.finish().unwrap();
@@ -286,7 +285,7 @@ async fn malformed_header_or_frame_resets_that_stream_only() {
         // The raw connection itself still carries a well-formed stream, and so does the other client.
         let (mut send, mut recv) = raw.open_bi().await.unwrap();
         let msg = Message::data(5, 0, Bytes::from_static(b"ok"));
-        send.write_all(&header("stream=5&mode=echo")).await.unwrap();
+        send.write_all(&opening("stream=5&mode=echo")).await.unwrap();
         send.write_all(&frame::encode(&msg)).await.unwrap();
         send.finish().unwrap();
         let echoed = recv.read_to_end(1 << 20).await.unwrap();

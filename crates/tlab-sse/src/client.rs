@@ -1,4 +1,6 @@
-//! The client: reqwest for the event stream and the POST uplink, eventsource-stream to parse the events.
+//! The client: reqwest for the event stream and the POST uplink, eventsource-stream to parse the events. The
+//! token rides in every request, so a wrong one (or a wrong certificate) fails the first stream; `connect` sends
+//! nothing. reqwest does not show its TCP and TLS steps: the milestones have the first response headers only.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -11,21 +13,25 @@ use bytes::{Bytes, BytesMut};
 use eventsource_stream::{Event, EventStreamError, Eventsource as _};
 use futures::{Stream, StreamExt as _, stream};
 use http::{HeaderValue, StatusCode, header};
+use tlab_core::milestones::{MilestoneLog, Step};
 use tlab_core::{
-    ClientConfig, Connection, Error, Limits, MessageKind, MessageSink, MessageSource, MessageStream, StreamId,
-    StreamOpen,
+    ClientConfig, Connection, Error, Limits, MessageKind, MessageSink, MessageSource, MessageStream, Milestones,
+    StreamId, StreamOpen,
 };
 use tlab_core::{Message, frame, tls};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::Mode;
-use crate::wire::{self, AUTH, EVENTS, EventFramer, MESSAGES, PREFIX};
+use crate::wire::{self, EVENTS, EventFramer, MESSAGES, PREFIX};
 
 /// A stream's `send` waits while this many encoded bytes are queued behind the POST in flight.
 const UPLINK_HIGH_WATER: usize = 1 << 20;
+/// How long an event stream that ended without `event: end` waits for the answer to the POST in flight, which says
+/// whether the server closed the stream because of what was posted (a `413` or `400`: no reconnect can cure that).
+const POST_ANSWER_WAIT: Duration = Duration::from_secs(2);
 
-/// Connects: checks certificate and token with one request (which also opens the HTTP/2 connection of `sse-h2`).
+/// Prepares the HTTP client; the first stream's request opens the first connection.
 pub(crate) async fn connect(mode: Mode, config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
     tls::crypto_provider();
     let (addr, path) = config.authority_and_path()?;
@@ -39,10 +45,6 @@ pub(crate) async fn connect(mode: Mode, config: ClientConfig) -> Result<Box<dyn 
     };
     let tls = tls::client_config(&config.pin, &[alpn])?;
     let first = build_client(mode, &tls, config.connect_timeout)?;
-    let url = format!("{base}{AUTH}");
-    let response =
-        first.get(&url).header(header::AUTHORIZATION, auth.clone()).send().await.map_err(|e| request_error(&url, e))?;
-    expect_status(response, StatusCode::NO_CONTENT, 0, &config.limits).await?;
     Ok(Box::new(SseConnection {
         mode,
         base,
@@ -54,6 +56,7 @@ pub(crate) async fn connect(mode: Mode, config: ClientConfig) -> Result<Box<dyn 
         first,
         first_taken: AtomicBool::new(false),
         closed: watch::Sender::new(false),
+        milestones: MilestoneLog::default(),
     }))
 }
 
@@ -86,6 +89,7 @@ struct SseConnection {
     first: reqwest::Client,
     first_taken: AtomicBool,
     closed: watch::Sender<bool>,
+    milestones: MilestoneLog,
 }
 
 impl SseConnection {
@@ -114,6 +118,7 @@ impl Connection for SseConnection {
             .send()
             .await
             .map_err(|e| request_error(&url, e))?;
+        self.milestones.mark(Step::FirstResponse);
         let response = expect_status(response, StatusCode::OK, open.stream, &self.limits).await?;
         if response.version() != self.mode.version() {
             return Err(Error::Protocol(format!(
@@ -142,11 +147,12 @@ impl Connection for SseConnection {
         };
         Ok(MessageStream {
             sink: Box::new(PostSink {
-                uplink,
+                uplink: uplink.clone(),
                 task: Some(tokio::spawn(post.run(self.closed.subscribe()))),
                 limits: self.limits,
             }),
             source: Box::new(EventSource {
+                uplink,
                 events: Box::pin(events),
                 closed: self.closed.subscribe(),
                 ended: false,
@@ -157,6 +163,10 @@ impl Connection for SseConnection {
 
     async fn close(&self) {
         self.closed.send_replace(true);
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones.get()
     }
 }
 
@@ -214,6 +224,8 @@ fn request_error(url: &str, e: reqwest::Error) -> Error {
 
 /// Receives the server's events.
 struct EventSource {
+    /// The stream's uplink: its refusal explains an event stream the server ended.
+    uplink: Arc<Uplink>,
     events: Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>,
     closed: watch::Receiver<bool>,
     ended: bool,
@@ -238,7 +250,9 @@ impl MessageSource for EventSource {
                 return Err(Error::Closed(format!("event stream broke: {}", error_chain(&e))));
             }
             Some(Err(e)) => return Err(Error::Protocol(format!("bad event stream: {e}"))),
-            None => return Err(Error::Closed("event stream ended without `event: end`".into())),
+            None => return Err(self.uplink.refusal().await.unwrap_or_else(|| {
+                Error::Closed("event stream ended without `event: end`".into())
+            })),
         };
         let expected_kind = match event.event.as_str() {
             "message" => MessageKind::Data,
@@ -265,6 +279,30 @@ struct Uplink {
     wake: Notify,
     /// Wakes a `send` waiting for the queue to drain.
     space: Notify,
+    /// Wakes those waiting for the POST in flight to be answered.
+    answered: Notify,
+}
+
+impl Uplink {
+    /// The server's refusal of what this stream posted (a non-retryable error), once the POST in flight, if any,
+    /// is answered (waiting at most [`POST_ANSWER_WAIT`]).
+    async fn refusal(&self) -> Option<Error> {
+        let deadline = tokio::time::Instant::now() + POST_ANSWER_WAIT;
+        loop {
+            let answered = self.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            {
+                let state = self.state.lock().unwrap();
+                if !state.posting || state.refused.is_some() {
+                    return state.refused.clone().map(Error::Protocol);
+                }
+            }
+            if tokio::time::timeout_at(deadline, answered).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -274,6 +312,10 @@ struct UplinkState {
     sink_dropped: bool,
     /// Why the POST loop stopped; later sends fail with it.
     failed: Option<String>,
+    /// A POST is on its way or waiting for its answer.
+    posting: bool,
+    /// Why the server refused a POST, when no new connection could help (`413` too large, `400` malformed).
+    refused: Option<String>,
 }
 
 /// Sends by queueing encoded frames for the stream's POST loop.
@@ -341,9 +383,16 @@ impl PostLoop {
     async fn run(self, mut closed: watch::Receiver<bool>) -> Result<(), Error> {
         let result = self.post_until_done(&mut closed).await;
         if let Err(e) = &result {
-            self.uplink.state.lock().unwrap().failed = Some(e.to_string());
+            let mut state = self.uplink.state.lock().unwrap();
+            state.failed = Some(e.to_string());
+            if !e.is_retryable() {
+                state.refused = Some(e.to_string());
+            }
+            drop(state);
             self.uplink.space.notify_one();
         }
+        self.uplink.state.lock().unwrap().posting = false;
+        self.uplink.answered.notify_waiters();
         result
     }
 
@@ -352,7 +401,8 @@ impl PostLoop {
         loop {
             let next = {
                 let mut state = self.uplink.state.lock().unwrap();
-                if !state.queued.is_empty() || state.fin {
+                state.posting = !state.queued.is_empty() || state.fin;
+                if state.posting {
                     Some((state.queued.split().freeze(), state.fin))
                 } else if state.sink_dropped {
                     return Ok(());
@@ -371,6 +421,8 @@ impl PostLoop {
                 result = self.post(body, fin) => result?,
                 () = connection_closed(closed_rx) => return Err(closed()),
             }
+            self.uplink.state.lock().unwrap().posting = false;
+            self.uplink.answered.notify_waiters();
             if fin {
                 return Ok(());
             }

@@ -45,6 +45,7 @@ impl Fixture {
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         // The server is the same for both modes.
         let server = SseTransport::http2().serve(config).await.unwrap();
@@ -149,13 +150,18 @@ async fn source_and_sink_modes() {
 #[tokio::test]
 async fn wrong_token_or_certificate_is_refused() {
     let fx = Fixture::start(Limits::default()).await;
+    // `connect` sends nothing: the first stream's request carries the token and meets the certificate.
     for transport in modes() {
-        let wrong_token = transport.connect(fx.client(fx.server.url(), "wrong")).await;
-        assert!(matches!(wrong_token, Err(Error::Unauthorized)), "{}: {:?}", transport.name(), wrong_token.err());
+        let first_stream = |config| async {
+            let conn = transport.connect(config).await.expect("connect sends nothing");
+            conn.open_stream(StreamOpen::echo(0)).await.err()
+        };
+        let wrong_token = first_stream(fx.client(fx.server.url(), "wrong")).await;
+        assert!(matches!(wrong_token, Some(Error::Unauthorized)), "{}: {wrong_token:?}", transport.name());
         let mut wrong_pin = fx.client(fx.server.url(), TOKEN);
         wrong_pin.pin = CertPin::Sha256([7; 32]);
-        let refused = transport.connect(wrong_pin).await;
-        assert!(matches!(refused, Err(Error::Tls(_))), "{}: {:?}", transport.name(), refused.err());
+        let refused = first_stream(wrong_pin).await;
+        assert!(matches!(refused, Some(Error::Tls(_))), "{}: {refused:?}", transport.name());
     }
     // The token may also come as a query parameter (browsers cannot set headers on EventSource).
     let raw = raw_client(&fx);

@@ -1,19 +1,21 @@
-//! The client: one TLS connection per logical stream, pinned by [`tlab_core::tls`]; `connect` probes once so that a
-//! wrong address, certificate or token fails there rather than on the first stream.
+//! The client: one TLS connection per logical stream, pinned by [`tlab_core::tls`]. `connect` dials nothing: each
+//! stream's open header carries the token, so a wrong address, certificate or token fails the first stream (a
+//! probe connection would cost a TCP and a TLS handshake of its own).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use tlab_core::tls::{client_config, server_name};
-use tlab_core::{ClientConfig, Connection, Error, MessageStream, StreamOpen};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tlab_core::milestones::{MilestoneLog, Step};
+use tlab_core::{ClientConfig, Connection, Error, MessageStream, Milestones, StreamOpen};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tlab_core::server::Watched;
 use tokio_rustls::{TlsConnector, TlsStream};
 
 use crate::stream::{SendHalf, Writer, finish};
-use crate::wire::{PROBE, Status, Tls, open_header};
+use crate::wire::{Tls, open_header};
 
 /// A `tcp-tls` client: dials one connection per stream.
 pub(crate) struct TcpTlsConnection {
@@ -23,15 +25,15 @@ pub(crate) struct TcpTlsConnection {
     tls: TlsConnector,
     /// The sending halves of the streams opened so far (for `close` and the client-side stream limit).
     writers: Mutex<Vec<Weak<SendHalf>>>,
+    /// The steps of the first connection dialled (its status byte is read with the frames, not marked).
+    milestones: MilestoneLog,
 }
 
 impl TcpTlsConnection {
     pub(crate) async fn connect(config: ClientConfig) -> Result<Self, Error> {
         let (addr, _path) = config.authority_and_path()?;
         let tls = TlsConnector::from(Arc::new(client_config(&config.pin, &[])?));
-        let connection = Self { config, addr, tls, writers: Mutex::default() };
-        connection.probe().await?;
-        Ok(connection)
+        Ok(Self { config, addr, tls, writers: Mutex::default(), milestones: MilestoneLog::default() })
     }
 
     /// TCP, TLS and the open header for `open` (the header goes out at once; frames may follow it unanswered).
@@ -41,8 +43,10 @@ impl TcpTlsConnection {
             let tcp = TcpStream::connect(self.addr)
                 .await
                 .map_err(|e| Error::Connect { address: self.config.url.clone(), reason: e.to_string() })?;
+            self.milestones.mark(Step::TcpConnected);
             tcp.set_nodelay(true)?;
             let mut tls = self.tls.connect(server_name(), Watched::unwatched(tcp)).await.map_err(|e| Error::Tls(e.to_string()))?;
+            self.milestones.mark(Step::TlsDone);
             tls.write_all(&header).await?;
             tls.flush().await?;
             Ok(TlsStream::Client(tls))
@@ -50,16 +54,6 @@ impl TcpTlsConnection {
         tokio::time::timeout(self.config.connect_timeout, work)
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {}", self.config.url)))?
-    }
-
-    /// Reachability, certificate and token, without opening a stream: the server answers the status and closes.
-    async fn probe(&self) -> Result<(), Error> {
-        let mut tls = self.dial(PROBE).await?;
-        let status = tokio::time::timeout(self.config.connect_timeout, tls.read_u8())
-            .await
-            .map_err(|_| Error::Timeout(format!("waiting for {} to answer", self.config.url)))?
-            .map_err(|e| Error::Connect { address: self.config.url.clone(), reason: format!("no status byte: {e}") })?;
-        Status::check(status)
     }
 
     fn live_writers(&self) -> Vec<Writer> {
@@ -85,5 +79,9 @@ impl Connection for TcpTlsConnection {
         for writer in self.live_writers() {
             let _ = finish(&writer).await;
         }
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones.get()
     }
 }

@@ -10,7 +10,8 @@ use tlab_core::server::Watched;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
-/// The open query of the client's connect-time check (reachability, certificate, token): answered and closed.
+/// The open query of a connect-time check (reachability, certificate, token) a client may make: answered and
+/// closed. Our client makes none (it would cost a connection); the first stream fails instead.
 pub(crate) const PROBE: &str = "probe";
 
 /// TLS over TCP, either side (only the server's TCP stream has deadlines).

@@ -1,12 +1,14 @@
 //! The client: TCP, TLS pinned by [`tlab_core::tls`], the upgrade with `Authorization: Bearer`, then one connection
-//! per stream ([`PerStreamConnection`]) or one shared connection ([`MuxConnection`]).
+//! per stream ([`PerStreamConnection`]: `connect` dials nothing, each stream's upgrade carries the token and its
+//! open query) or one shared connection ([`MuxConnection`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use tlab_core::tls::{client_config, server_name};
-use tlab_core::{ClientConfig, Connection, Error, MessageStream, StreamOpen};
+use tlab_core::milestones::{MilestoneLog, Step};
+use tlab_core::{ClientConfig, Connection, Error, MessageStream, Milestones, StreamOpen};
 use tlab_core::server::Watched;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, TlsStream};
@@ -18,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::link::Link;
 use crate::mux::{self, Mux, Side};
-use crate::wire::{ALPN, Control, PATH_MUX, PATH_PER_STREAM, PROBE_KEY, Ws, ws_config};
+use crate::wire::{ALPN, Control, PATH_MUX, PATH_PER_STREAM, Ws, ws_config};
 
 /// Opens WebSocket connections to one server (the TLS configuration, and so its session cache, is shared).
 struct Dialer {
@@ -27,6 +29,8 @@ struct Dialer {
     /// The URL's path without our endpoint suffix, so that either mode finds its endpoint from either URL.
     base: String,
     tls: TlsConnector,
+    /// The steps of the first connection dialled.
+    milestones: MilestoneLog,
 }
 
 impl Dialer {
@@ -36,7 +40,7 @@ impl Dialer {
         let base = path.strip_suffix(PATH_MUX).or_else(|| path.strip_suffix(PATH_PER_STREAM)).unwrap_or(path);
         let base = base.trim_end_matches('/').to_string();
         let tls = TlsConnector::from(Arc::new(client_config(&config.pin, &[ALPN])?));
-        Ok(Self { config, addr, base, tls })
+        Ok(Self { config, addr, base, tls, milestones: MilestoneLog::default() })
     }
 
     /// A WebSocket connection to `target` (path and query below the base path).
@@ -45,8 +49,10 @@ impl Dialer {
             let tcp = TcpStream::connect(self.addr)
                 .await
                 .map_err(|e| Error::Connect { address: self.config.url.clone(), reason: e.to_string() })?;
+            self.milestones.mark(Step::TcpConnected);
             tcp.set_nodelay(true)?;
             let tls = self.tls.connect(server_name(), Watched::unwatched(tcp)).await.map_err(|e| Error::Tls(e.to_string()))?;
+            self.milestones.mark(Step::TlsDone);
             let mut request =
                 format!("wss://{}{}{target}", self.addr, self.base).into_client_request().map_err(|e| Error::Config(e.to_string()))?;
             let bearer = HeaderValue::from_str(&format!("Bearer {}", self.config.token))
@@ -54,16 +60,12 @@ impl Dialer {
             request.headers_mut().insert(header::AUTHORIZATION, bearer);
             let ws_config = ws_config(&self.config.limits);
             let (ws, _) = client_async_with_config(request, TlsStream::Client(tls), Some(ws_config)).await.map_err(|e| self.refused(e))?;
+            self.milestones.mark(Step::FirstResponse);
             Ok(ws)
         };
         tokio::time::timeout(self.config.connect_timeout, work)
             .await
             .map_err(|_| Error::Timeout(format!("connecting to {}", self.config.url)))?
-    }
-
-    /// Checks reachability, certificate and token without opening a stream (the server closes a probe at once).
-    async fn probe(&self) -> Result<(), Error> {
-        self.open(&format!("{PATH_PER_STREAM}?{PROBE_KEY}")).await.map(drop)
     }
 
     fn refused(&self, e: WsError) -> Error {
@@ -84,11 +86,9 @@ pub(crate) struct PerStreamConnection {
 }
 
 impl PerStreamConnection {
-    /// Probes the server so that a wrong URL, certificate or token fails here rather than on the first stream.
+    /// Dials nothing: a wrong URL, certificate or token fails the first stream (a probe would cost a connection).
     pub(crate) async fn connect(config: ClientConfig) -> Result<Self, Error> {
-        let dialer = Dialer::new(config)?;
-        dialer.probe().await?;
-        Ok(Self { dialer, links: Mutex::default() })
+        Ok(Self { dialer: Dialer::new(config)?, links: Mutex::default() })
     }
 
     fn live_links(&self) -> Vec<Arc<Link>> {
@@ -113,11 +113,16 @@ impl Connection for PerStreamConnection {
         let links = self.live_links();
         futures::future::join_all(links.iter().map(|l| l.writer.close(CloseCode::Normal, "client closed"))).await;
     }
+
+    fn milestones(&self) -> Milestones {
+        self.dialer.milestones.get()
+    }
 }
 
 /// Mode `ws-mux`: one connection, read by a background task that stops when this and every stream are dropped.
 pub(crate) struct MuxConnection {
     mux: Arc<Mux>,
+    milestones: Milestones,
 }
 
 impl MuxConnection {
@@ -127,7 +132,7 @@ impl MuxConnection {
         let limits = dialer.config.limits;
         let (mux, reader, stop) = Mux::new(ws, limits);
         tokio::spawn(mux::read_loop(Arc::downgrade(&mux), reader, stop, Side::Client, limits.max_message_size));
-        Ok(Self { mux })
+        Ok(Self { mux, milestones: dialer.milestones.get() })
     }
 }
 
@@ -142,5 +147,9 @@ impl Connection for MuxConnection {
 
     async fn close(&self) {
         self.mux.writer.close(CloseCode::Normal, "client closed").await;
+    }
+
+    fn milestones(&self) -> Milestones {
+        self.milestones
     }
 }

@@ -45,6 +45,7 @@ impl Fixture {
             congestion: tlab_core::config::CongestionControl::default(),
             deadlines: tlab_core::Deadlines::default(),
             max_connections_per_ip: None,
+            allow_origin: Default::default(),
         };
         let server = transport.serve(config).await.unwrap();
         Self { server, identity }
@@ -145,8 +146,10 @@ async fn source_and_sink_modes() {
 async fn wrong_or_missing_token_is_unauthorized() {
     for mode in MODES {
         let fx = Fixture::start(mode(), Limits::default()).await;
+        // ws-mux's upgrade in `connect` carries the token; ws dials nothing before its first stream's upgrade.
         for token in ["wrong", ""] {
-            let result = within("connect", mode().connect(fx.client(token))).await;
+            let first_stream = async { mode().connect(fx.client(token)).await?.open_stream(StreamOpen::echo(0)).await.map(drop) };
+            let result = within("first stream", first_stream).await;
             assert!(matches!(result, Err(Error::Unauthorized)), "{}: {:?}", mode().name(), result.err());
         }
         fx.server.shutdown().await;

@@ -3,12 +3,11 @@
 QuicConnectionProtocol, speaking our framing on plain QUIC streams; ALPN `tlab-quic/1`).
 
 Certificate verification is off in aioquic; instead the DER SHA-256 of the certificate the server presented is
-compared with --cert-sha256. Checks: the auth exchange (first bidirectional stream: u16 big-endian length +
-`auth <token>`, FIN; the server answers the byte 1); then 2 concurrent streams, each opened with the header
-`stream=S&mode=echo`, carrying M frames (24-byte big-endian header `>IIQQ` len, stream, seq, monotonic ns, then
+compared with --cert-sha256. Checks: 2 concurrent streams, each opened with two headers (u16 big-endian length +
+UTF-8): the token, then `stream=S&mode=echo`, carrying M frames (24-byte big-endian header `>IIQQ` len, stream, seq, monotonic ns, then
 payload) and a FIN: every frame must be echoed exactly once, in order, byte for byte, followed by the server's FIN
-(no reset). Finally a wrong token must be refused: answer byte 0 and/or CONNECTION_CLOSE with application error
-0x101 "unauthorized". Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0 on success, 1 otherwise.
+(no reset). Finally a stream with a wrong token must be refused: CONNECTION_CLOSE with application error 0x101
+"unauthorized". Prints one JSON line (with a per-stream `received` report, see tally.py); exits 0 on success, 1 otherwise.
 
 Usage: quic_client.py --host 127.0.0.1 --port PORT --token T --cert-sha256 HEX --messages M --size B
 """
@@ -85,22 +84,19 @@ def check_pin(client, expected):
     return actual
 
 
-async def authenticate(client, token):
-    """Runs the auth exchange; returns the answer byte, or None when the connection closed first."""
+async def refused_stream(client, token):
+    """Opens a stream with `token`; returns what arrived before the connection closed (nothing, when refused)."""
     reader, writer = await client.create_stream()
-    writer.write(open_header(f"auth {token}"))
+    writer.write(open_header(token) + open_header("stream=0&mode=echo") + frame(0, 0, 8))
     writer.write_eof()
-    try:
-        return (await reader.readexactly(1))[0]
-    except asyncio.IncompleteReadError:
-        return None
+    return await reader.read()
 
 
-async def echo_stream(client, stream, messages, size, tally):
+async def echo_stream(client, token, stream, messages, size, tally):
     reader, writer = await client.create_stream()
     stream_id = writer.get_extra_info("stream_id")
     sent = [frame(stream, seq, size) for seq in range(messages)]
-    writer.write(open_header(f"stream={stream}&mode=echo") + b"".join(sent))
+    writer.write(open_header(token) + open_header(f"stream={stream}&mode=echo") + b"".join(sent))
     writer.write_eof()
     tally.open(f"echo/{stream}")
     for seq, expected in enumerate(sent):
@@ -125,17 +121,15 @@ async def run(args):
     async with asyncio.timeout(TIMEOUT_S):
         async with connect(args.host, args.port, configuration=configuration(), create_protocol=RawQuicClient) as client:
             actual = check_pin(client, pin)
-            answer = await authenticate(client, args.token)
-            check(answer == 1, f"right token answered {answer}")
-            echoed = await asyncio.gather(*(echo_stream(client, s, args.messages, args.size, tally) for s in STREAMS))
+            echoed = await asyncio.gather(*(echo_stream(client, args.token, s, args.messages, args.size, tally) for s in STREAMS))
 
         async with connect(args.host, args.port, configuration=configuration(), create_protocol=RawQuicClient) as client:
-            answer = await authenticate(client, "wrong-" + args.token)
-            check(answer in (0, None), f"wrong token answered {answer}")
+            answer = await refused_stream(client, "wrong-" + args.token)
+            check(answer == b"", f"wrong token: the server answered {answer!r}")
             await client.wait_closed()
             check(client.terminated is not None and client.terminated[0] == UNAUTHORIZED,
                   f"wrong token: connection closed with {client.terminated}, expected 0x101")
-            refusal = {"answer": answer, "close_code": client.terminated[0], "reason": client.terminated[1]}
+            refusal = {"close_code": client.terminated[0], "reason": client.terminated[1]}
     check(sum(echoed) == len(STREAMS) * args.messages, f"echoed {sum(echoed)}")
     return {"echoed": sum(echoed), "streams": len(STREAMS), "unauthorized": refusal, "cert_sha256": actual,
             "received": tally.streams}
