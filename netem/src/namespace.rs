@@ -121,6 +121,19 @@ impl NetNs {
         self.checked("sysctl", &["-q", "-w", &format!("{key}={value}")])
     }
 
+    /// Reads a sysctl inside this namespace (what a `net.*` key holds here, not in the host).
+    pub fn sysctl_value(&self, key: &str) -> Result<String, IoError> {
+        let output = self.exec("sysctl", &["-n", key])?;
+        if !output.status.success() {
+            return Err(IoError::Command {
+                command: format!("sysctl -n {key}"),
+                namespace: self.label,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
     /// The kernel's counters of device `dev` in this namespace (from `/proc/thread-self/net/dev`: sysfs would show
     /// the namespace it was mounted in, not this one).
     pub fn device_stats(&self, dev: &str) -> Result<DeviceStats, IoError> {
@@ -218,6 +231,15 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("net:[{}]", ns.id().unwrap()));
         let host = std::fs::read_link("/proc/self/ns/net").unwrap();
         assert_ne!(host.to_string_lossy(), format!("net:[{}]", ns.id().unwrap()));
+    }
+
+    #[test]
+    fn sysctls_are_read_back_per_namespace() {
+        let ns = NetNs::new("sysctl").unwrap();
+        ns.sysctl("net.ipv4.tcp_congestion_control", "reno").unwrap();
+        assert_eq!(ns.sysctl_value("net.ipv4.tcp_congestion_control").unwrap(), "reno");
+        let err = ns.sysctl_value("net.ipv4.no_such_key").unwrap_err().to_string();
+        assert!(err.contains("no_such_key") && err.contains("sysctl"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,40 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// quinn's own default for unidirectional streams, enough for HTTP/3's control and QPACK streams.
 const HTTP3_UNI_STREAMS: u32 = 100;
+/// Per-stream receive window: quinn's default (12.5 MB/s × 100 ms), set explicitly so that runs can record it.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
+/// Connection receive window: quinn's default, unlimited (the per-stream windows bound it).
+pub const RECEIVE_WINDOW: VarInt = VarInt::MAX;
+/// Connection send window: quinn's default, 8 stream windows.
+pub const SEND_WINDOW: u64 = 8 * STREAM_RECEIVE_WINDOW as u64;
+
+/// What one end's QUIC stack runs with besides its streams and timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parameters {
+    /// The congestion controller's initial window, bytes, as quinn's controller for the algorithm reports it.
+    pub initial_window: u64,
+    /// [`STREAM_RECEIVE_WINDOW`].
+    pub stream_receive_window: u64,
+    /// [`RECEIVE_WINDOW`].
+    pub receive_window: u64,
+    /// [`SEND_WINDOW`].
+    pub send_window: u64,
+}
+
+/// quinn's initial MTU (its `INITIAL_MTU`, the QUIC minimum datagram size), where a controller starts.
+const INITIAL_MTU: u16 = 1200;
+
+/// The [`Parameters`] of [`transport_config`] with `congestion` (the initial window read from a fresh controller at
+/// quinn's initial MTU).
+pub fn parameters(congestion: CongestionControl) -> Parameters {
+    let controller = controller_factory(congestion).build(std::time::Instant::now(), INITIAL_MTU);
+    Parameters {
+        initial_window: controller.initial_window(),
+        stream_receive_window: u64::from(STREAM_RECEIVE_WINDOW),
+        receive_window: RECEIVE_WINDOW.into_inner(),
+        send_window: SEND_WINDOW,
+    }
+}
 
 /// How many streams of each kind the peer may have open at once (QUIC's `initial_max_streams_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +77,7 @@ impl PeerStreams {
 }
 
 /// The transport parameters of one end: [`KEEP_ALIVE`], [`IDLE_TIMEOUT`], the `congestion` controller and the
-/// `peer` stream limits.
+/// `peer` stream limits; a qlog trace of their own while a [`crate::qlog::QlogCapture`] runs.
 pub fn transport_config(congestion: CongestionControl, peer: PeerStreams) -> Arc<TransportConfig> {
     let idle = IdleTimeout::try_from(IDLE_TIMEOUT).expect("10 s is a valid idle timeout");
     let mut config = TransportConfig::default();
@@ -52,7 +86,13 @@ pub fn transport_config(congestion: CongestionControl, peer: PeerStreams) -> Arc
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(VarInt::from_u32(peer.bidi))
         .max_concurrent_uni_streams(VarInt::from_u32(peer.uni))
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(RECEIVE_WINDOW)
+        .send_window(SEND_WINDOW)
         .congestion_controller_factory(controller_factory(congestion));
+    if let Some(trace) = crate::qlog::next_stream() {
+        config.qlog_stream(Some(trace));
+    }
     Arc::new(config)
 }
 
@@ -80,4 +120,20 @@ pub fn client_config(
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config(congestion, peer));
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_come_from_quinns_controllers() {
+        // quinn's CUBIC and NewReno start at 10 × 1200-byte datagrams (RFC 9002's 14720 bytes capped at 10 MSS).
+        for cc in [CongestionControl::Cubic, CongestionControl::NewReno] {
+            assert_eq!(parameters(cc).initial_window, 12_000, "{cc}");
+        }
+        let bbr = parameters(CongestionControl::Bbr);
+        assert!(bbr.initial_window > 0);
+        assert_eq!((bbr.stream_receive_window, bbr.send_window), (1_250_000, 10_000_000));
+    }
 }
