@@ -1,5 +1,7 @@
 //! The server: a quinn endpoint; per connection an h3 server connection whose requests are authorized and routed
-//! here, and each accepted stream request handed to [`ServerConfig::service`] on its own task.
+//! here, and each accepted stream request handed to [`ServerConfig::service`] on its own task. CORS
+//! ([`tlab_core::server::cors`]): preflights are answered before the token check, every answer names the allowed
+//! origin.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use h3::error::Code;
 use http::{Method, Request, Response, StatusCode, header};
+use tlab_core::server::cors::Cors;
 use tlab_core::server::{ConnectionClock, Deadlines, IpPermit, PerIpConnections, within};
 use tlab_core::{Error, Limits, MessageStream, ServerConfig, StreamOpen, StreamService};
 use tlab_quic_common::{PeerStreams, StreamSlot, StreamSlots};
@@ -34,6 +37,7 @@ pub(crate) async fn serve(config: ServerConfig) -> Result<H3Server, Error> {
         limits: config.limits,
         service: config.service,
         deadlines: config.deadlines,
+        cors: Cors::new(config.allow_origin, "GET, POST", "authorization, content-type", MAX_STREAMS_HEADER),
     });
     let accepted = Arc::new(AtomicUsize::new(0));
     let per_ip = PerIpConnections::new(config.max_connections_per_ip);
@@ -172,6 +176,7 @@ struct App {
     limits: Limits,
     service: Arc<dyn StreamService>,
     deadlines: Deadlines,
+    cors: Cors,
 }
 
 /// A request the server accepts.
@@ -185,12 +190,19 @@ enum Accepted {
 impl App {
     /// Answers one request: a refusal, the token probe's 204, or a 200 whose bodies become a served stream.
     async fn handle(&self, req: Request<()>, mut stream: RequestStream, slots: &StreamSlots) {
+        if Cors::is_preflight(&req) {
+            return respond(stream, self.cors.preflight(req.headers())).await;
+        }
+        let with_cors = |mut response: Response<()>| {
+            self.cors.apply(req.headers(), response.headers_mut());
+            response
+        };
         let (open, slot) = match self.route(&req, slots) {
             Ok(Accepted::Stream(open, slot)) => (open, slot),
-            Ok(Accepted::Auth) => return respond(stream, status_only(StatusCode::NO_CONTENT)).await,
-            Err(refusal) => return respond(stream, refusal).await,
+            Ok(Accepted::Auth) => return respond(stream, with_cors(status_only(StatusCode::NO_CONTENT))).await,
+            Err(refusal) => return respond(stream, with_cors(refusal)).await,
         };
-        let ok = Response::builder().header(header::CONTENT_TYPE, CONTENT_TYPE).body(()).expect("valid response");
+        let ok = with_cors(Response::builder().header(header::CONTENT_TYPE, CONTENT_TYPE).body(()).expect("valid response"));
         if let Err(e) = stream.send_response(ok).await {
             return tracing::debug!(stream = open.stream, error = %e, "response headers not sent");
         }
