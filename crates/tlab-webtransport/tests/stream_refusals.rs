@@ -41,8 +41,12 @@ async fn session(server: &TestServer) -> (wtransport::Endpoint<wtransport::endpo
 
 /// Opens a bidirectional stream and writes the open header of an echo stream for `stream`.
 async fn open_echo(session: &wtransport::Connection, stream: u32) -> (SendStream, RecvStream) {
+    open(session, &format!("stream={stream}&mode=echo")).await
+}
+
+/// Opens a bidirectional stream and writes the open header `query`.
+async fn open(session: &wtransport::Connection, query: &str) -> (SendStream, RecvStream) {
     let (mut send, recv) = within("stream credit", async { session.open_bi().await.unwrap().await.unwrap() }).await;
-    let query = format!("stream={stream}&mode=echo");
     let mut header = u16::try_from(query.len()).unwrap().to_be_bytes().to_vec();
     header.extend_from_slice(query.as_bytes());
     send.write_all(&header).await.unwrap();
@@ -130,11 +134,7 @@ async fn a_fin_inside_a_frame_is_refused_with_0x50() {
 async fn a_source_does_not_stop_the_clients_direction() {
     let server = TestServer::start(&WebTransport::streams(), Limits::default()).await;
     let (_endpoint, session) = session(&server).await;
-    let (mut send, mut recv) = within("stream credit", async { session.open_bi().await.unwrap().await.unwrap() }).await;
-    let query = "stream=0&mode=source&count=100&size=8";
-    let mut header = u16::try_from(query.len()).unwrap().to_be_bytes().to_vec();
-    header.extend_from_slice(query.as_bytes());
-    send.write_all(&header).await.unwrap();
+    let (mut send, mut recv) = open(&session, "stream=0&mode=source&count=100&size=8").await;
     let mut received = Vec::new();
     within("the source", async {
         let mut buf = [0u8; 4096];
