@@ -97,7 +97,7 @@ pub(crate) async fn serve(config: tlab_core::ServerConfig, web: bool) -> Result<
         let _ = stop_rx.await;
     };
     let serve = if web {
-        let router = builder.accept_http1(true).layer(web_cors()).layer(tonic_web::GrpcWebLayer::new()).add_service(service);
+        let router = builder.accept_http1(true).layer(web_cors(&config.allow_origin)).layer(tonic_web::GrpcWebLayer::new()).add_service(service);
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
     } else {
         tokio::spawn(builder.add_service(service).serve_with_incoming_shutdown(incoming, stopped))
@@ -105,13 +105,20 @@ pub(crate) async fn serve(config: tlab_core::ServerConfig, web: bool) -> Result<
     Ok(Box::new(GrpcServer { local_addr, accept, serve, stop: Some(stop_tx), kill: Some(kill_tx) }))
 }
 
-/// CORS for gRPC-Web calls from a page of another origin (any origin): the preflight allows the headers a
-/// gRPC-Web client sends, and the response exposes the status headers so that the page can read them.
-fn web_cors() -> tower_http::cors::CorsLayer {
+/// CORS for gRPC-Web calls from a page of another origin (`--allow-origin`: any, or the listed ones): the
+/// preflight allows the headers a gRPC-Web client sends, and the response exposes the status headers so that the
+/// page can read them.
+fn web_cors(origins: &tlab_core::config::AllowOrigin) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let header = http::HeaderName::from_static;
+    let allow_origin = match origins {
+        tlab_core::config::AllowOrigin::Any => AllowOrigin::mirror_request(),
+        tlab_core::config::AllowOrigin::Only(list) => {
+            AllowOrigin::list(list.iter().filter_map(|origin| http::HeaderValue::from_str(origin).ok()))
+        }
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
+        .allow_origin(allow_origin)
         .allow_methods([http::Method::POST])
         .allow_headers([
             header("authorization"),
