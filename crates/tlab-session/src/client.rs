@@ -370,7 +370,10 @@ impl StreamTask {
                     tracing::debug!(stream = self.open.stream, error = %e, attempt, "connection lost, resuming");
                     // Mark this connection broken so that the first stream to notice replaces it.
                     let _ = self.inner.connection(Some(connection)).await;
-                    let resume = ResumeFrom { session: self.inner.id, next_expected: self.progress().0, reopen: true };
+                    // A reopen only if the server ever resumed the stream: an open lost before reaching it is a first
+                    // open again (else a server that never saw the stream would answer UnknownSession).
+                    let reopen = self.session.lock().unwrap_or_else(|p| p.into_inner()).was_resumed();
+                    let resume = ResumeFrom { session: self.inner.id, next_expected: self.progress().0, reopen };
                     match self.inner.open(self.open.stream, self.open.mode, resume, &mut attempt, since_progress).await {
                         Ok((c, s)) => {
                             connection = c;

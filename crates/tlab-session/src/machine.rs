@@ -115,6 +115,8 @@ pub struct Session {
     locally_finished: bool,
     peer_finished: bool,
     failed: bool,
+    /// A `Resume` has been received (client) or sent (server) at least once: the server knows the stream.
+    resumed_once: bool,
     events: VecDeque<Event>,
 }
 
@@ -137,6 +139,7 @@ impl Session {
             locally_finished: false,
             peer_finished: false,
             failed: false,
+            resumed_once: false,
             events: VecDeque::new(),
         }
     }
@@ -182,6 +185,13 @@ impl Session {
         self.outbox.len()
     }
 
+    /// Whether the peer has ever resumed this stream (a client received `Resume`): only then is a later open a
+    /// reopen (`reopen=1`) that a server without the session must refuse. A stream whose first open never reached
+    /// the server opens afresh.
+    pub fn was_resumed(&self) -> bool {
+        self.resumed_once
+    }
+
     /// Whether a connection is attached.
     pub fn is_attached(&self) -> bool {
         self.attachment.is_some()
@@ -220,6 +230,7 @@ impl Session {
     }
 
     fn resume_from(&mut self, peer_next_expected: u64) {
+        self.resumed_once = true;
         self.outbox = self.reliable.resume(peer_next_expected).into();
         self.events.push_back(Event::Resumed { resent: self.outbox.len() });
     }
@@ -451,6 +462,18 @@ mod tests {
         client.handle_message(t0, Message::control(0, ControlOp::Ping, 9));
         client.handle_timeout(t0 + Duration::from_secs(1));
         assert!(drain(&mut client).is_empty());
+    }
+
+    #[test]
+    fn only_a_stream_the_server_resumed_counts_as_reopened() {
+        let t0 = Instant::now();
+        let mut client = Session::new(Role::Client, 0, Timing::default());
+        client.attach(t0, None);
+        client.handle_connection_error(t0, Error::Closed("cut before Resume".into()));
+        assert!(!client.was_resumed(), "the server never saw this stream: the next open is a first open");
+        client.attach(t0, None);
+        client.handle_message(t0, Message::control(0, ControlOp::Resume, 0));
+        assert!(client.was_resumed());
     }
 
     #[test]
