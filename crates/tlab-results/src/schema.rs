@@ -33,6 +33,10 @@ pub struct RunRecord {
     pub params: BTreeMap<String, serde_json::Value>,
     /// Transport mode.
     pub transport: String,
+    /// Who ran the client side: `native` (our client crates) or `chromium` (the browser's own APIs); older files
+    /// without the field are native.
+    #[serde(default = "native")]
+    pub client: String,
     /// Link profile name.
     pub profile: String,
     /// Repetition index, from 0.
@@ -83,6 +87,7 @@ impl RunRecord {
             experiment,
             params,
             transport,
+            client: native(),
             profile,
             repetition,
             seed,
@@ -128,10 +133,12 @@ impl RunRecord {
         raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
     }
 
-    /// The cell this run belongs to: everything but the repetition and seed.
+    /// The cell this run belongs to: everything but the repetition and seed. Its transport is the mode, labelled
+    /// `<mode> (<client>)` for a client other than the native one, so that browser runs are cells of their own.
     pub fn cell_key(&self) -> (String, String, String, String) {
         let params = serde_json::to_string(&self.params).expect("params serialize");
-        (self.experiment.clone(), params, self.transport.clone(), self.profile.clone())
+        let transport = if self.client == native() { self.transport.clone() } else { format!("{} ({})", self.transport, self.client) };
+        (self.experiment.clone(), params, transport, self.profile.clone())
     }
 
     /// The planned cell this run is: its identity including repetition and seed.
@@ -145,6 +152,10 @@ impl RunRecord {
             seed: self.seed,
         }
     }
+}
+
+fn native() -> String {
+    "native".into()
 }
 
 /// The identity of one planned cell of a suite's matrix (one repetition: one line of `runs.jsonl` once it ran).
@@ -189,7 +200,7 @@ pub struct SummaryRow {
     pub experiment: String,
     /// Parameters, as compact JSON.
     pub params: String,
-    /// Transport mode.
+    /// Transport mode (`<mode> (<client>)` for runs of a browser client, see [`RunRecord::cell_key`]).
     pub transport: String,
     /// Profile.
     pub profile: String,
@@ -373,6 +384,7 @@ mod tests {
             experiment: "latency".into(),
             params: BTreeMap::from([("size".to_string(), serde_json::json!(256))]),
             transport: transport.into(),
+            client: "native".into(),
             profile: "clean".into(),
             repetition,
             seed: 7 + repetition as u64,
@@ -449,5 +461,17 @@ mod tests {
         assert_eq!((rows[0].transport.as_str(), rows[0].mean, rows[0].n, rows[0].failed), ("ws", 12.0, 3, 1));
         assert!((rows[0].ci95.unwrap() - 4.9687).abs() < 1e-3);
         assert_eq!((rows[1].transport.as_str(), rows[1].mean, rows[1].ci95, rows[1].n), ("grpc", 5.0, None, 1), "n = 1 has no CI");
+    }
+
+    #[test]
+    fn browser_runs_are_cells_of_their_own_and_older_lines_are_native() {
+        let mut browser = record("ws", 0, 40.0, RunStatus::Ok);
+        browser.client = "chromium".into();
+        let rows = summarize(&[record("ws", 0, 10.0, RunStatus::Ok), browser.clone()]);
+        let cells: Vec<(&str, f64)> = rows.iter().map(|r| (r.transport.as_str(), r.mean)).collect();
+        assert_eq!(cells, [("ws", 10.0), ("ws (chromium)", 40.0)]);
+        assert!(serde_json::to_string(&browser).unwrap().contains("\"client\":\"chromium\""));
+        let line = serde_json::to_string(&record("ws", 0, 1.0, RunStatus::Ok)).unwrap().replace("\"client\":\"native\",", "");
+        assert_eq!(serde_json::from_str::<RunRecord>(&line).unwrap().client, "native");
     }
 }
