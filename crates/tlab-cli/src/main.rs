@@ -7,6 +7,7 @@ mod netem_cmd;
 mod run_cmd;
 mod soak;
 mod sweep;
+mod version;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,10 +20,22 @@ use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{ClientConfig, Limits, ServerConfig};
 
 #[derive(Parser)]
-#[command(name = "tlab", version, about = "transport-lab: compare real-time transports under emulated networks")]
+#[command(
+    name = "tlab",
+    about = "transport-lab: compare real-time transports under emulated networks",
+    disable_version_flag = true,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Print the version and the commit the binary was built from.
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// With --version: also the compiler, target, build profile and the protocol and TLS library versions.
+    #[arg(long, requires = "version")]
+    verbose: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +92,10 @@ enum Command {
         /// Skip the emulator calibration at the end.
         #[arg(long)]
         no_calibration: bool,
+        /// Keep per run a pcap of both sides of the link (before and after impairment), a TLS key log and qlog
+        /// traces, in `captures/` (as the suite setting `capture = true`; needs the TUN emulator).
+        #[arg(long, conflicts_with = "resume")]
+        capture: bool,
     },
     /// Vary one parameter (loss, delay, streams, size) for chosen transports and plot a metric against it.
     Sweep {
@@ -116,6 +133,9 @@ enum Command {
     Report {
         /// Results directory.
         dir: PathBuf,
+        /// Keep runs whose link missed its tolerance (`link_ok: false`) in the summaries and figures.
+        #[arg(long)]
+        include_unhealthy: bool,
     },
     /// Combine results directories of one suite (e.g. shards) into one.
     Merge {
@@ -238,18 +258,23 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Without a subcommand only --version parses (clap prints the help for no arguments at all).
+    let Some(command) = cli.command else {
+        print!("{}", version::text(cli.verbose));
+        return Ok(());
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { json } => list(json),
-        Command::Run { suite, shard, out, resume, no_calibration } => tokio::task::spawn_blocking(move || match resume {
+        Command::Run { suite, shard, out, resume, no_calibration, capture } => tokio::task::spawn_blocking(move || match resume {
             Some(dir) => run_cmd::resume(&dir, suite.as_deref(), !no_calibration).map(|_| ()),
             None => {
                 let suite = suite.unwrap_or_else(|| PathBuf::from("experiments/quick.toml"));
-                run_cmd::run(&suite, shard.as_deref(), out, !no_calibration).map(|_| ())
+                run_cmd::run(&suite, shard.as_deref(), out, !no_calibration, capture).map(|_| ())
             }
         })
         .await?,
@@ -261,9 +286,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { suite } => {
             let suite = run_cmd::load_suite(&suite)?;
             println!("{}: {} runs ({} profiles), seed {}", suite.name, suite.cells.len(), suite.profiles.len(), suite.seed);
+            for n in &suite.not_applicable {
+                println!("not applicable: experiment[{}] ({}, client {}) on {}: {}", n.experiment, n.kind, n.client.name(), n.transport, n.reason);
+            }
             Ok(())
         }
-        Command::Report { dir } => run_cmd::report(&dir),
+        Command::Report { dir, include_unhealthy } => run_cmd::report(&dir, include_unhealthy),
         Command::Merge { out, parts } => run_cmd::merge(&out, &parts),
         Command::Soak(args) => soak::run(args).await,
         Command::Netem { command } => tokio::task::spawn_blocking(move || netem_cmd::run(command)).await?,

@@ -11,6 +11,16 @@
 //! cross-origin isolated, which bounds every browser latency figure's resolution), and takes the outcome as
 //! `POST /tlab/result`. Echo latencies are round trips; source latencies are one-way (server `sent_at` → page).
 //!
+//! [`run_workload`] is the runner's hook for a cell with `client = "chromium"`: it maps the experiment onto a page
+//! workload ([`page_workload`]) and the page's report onto the metrics the native workload records, so both land in
+//! the same `runs.jsonl`. Latency echo (ws, ws-mux, wt-stream, wt-datagram) gives round trips; latency source (ws,
+//! sse-h1, sse-h2, grpc-web), outage and connection-limit give one-way figures. `sse-h1` runs with HTTP/2 disabled
+//! (`--disable-http2`), since the server offers both over ALPN and a browser would choose h2. An outage cell runs a
+//! source through the blackhole with no session layer on the client: over SSE the URL carries `session=` and the
+//! browser's EventSource reconnects by itself (after an error, with `Last-Event-ID`, at its default `retry` — the
+//! server sends no `retry:` field); over ws the page reconnects when the socket closes or is silent for 1 s, asking
+//! for the next seq (`session=`, `next=`, `reopen=1`).
+//!
 //! Chromium runs with a fresh `--user-data-dir` (removed afterwards), trusts the server certificate by its SPKI
 //! hash (`--ignore-certificate-errors-spki-list`; WebTransport pins it with `serverCertificateHashes`), and is ended
 //! by its process group (its PID) when the result is in or the time is up.
@@ -23,9 +33,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tlab_core::tls::Identity;
+use tlab_netem::emulator::SERVER_ADDR;
 use tlab_netem::namespace::NetNs;
+use tlab_results::{Distribution, MessageRecord, Metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+use crate::suite::ExperimentSpec;
+use crate::workload::{self, Context, Outcome, Schedule, StreamLog};
 
 /// The page the browser loads; the job travels in its URL fragment.
 const PAGE: &str = include_str!("../assets/page.html");
@@ -49,6 +64,17 @@ pub enum BrowserError {
     /// The result was not the JSON the page sends.
     #[error("browser result: {0}")]
     Result(#[from] serde_json::Error),
+    /// The page reported that its workload failed.
+    #[error("in the browser: {0}")]
+    Page(String),
+    /// The page has no workload for this experiment on this mode.
+    #[error("the browser page has no {kind} workload for {mode}")]
+    Unsupported {
+        /// The experiment kind.
+        kind: &'static str,
+        /// The mode.
+        mode: String,
+    },
 }
 
 /// One browser workload (serialized into the page's URL fragment).
@@ -62,14 +88,23 @@ pub struct BrowserJob {
     pub token: String,
     /// SHA-256 of the server's DER certificate, hex (WebTransport's `serverCertificateHashes`).
     pub cert_sha256: String,
-    /// `echo` (ws, wt-stream, wt-datagram) or `source` (sse-h1, sse-h2, grpc-web).
+    /// The page workload, as [`page_workload`] names it: `echo`, `source`, `outage` or `streams`.
     pub workload: String,
-    /// Messages.
+    /// Messages per stream.
     pub count: u64,
     /// Payload bytes per message.
     pub size: usize,
-    /// Pause between datagrams, ms (wt-datagram).
-    pub interval_ms: u64,
+    /// Time between a stream's messages, µs (0 = as fast as possible): the page's schedule for echo, the server's
+    /// `interval_us` for a source.
+    pub interval_us: u64,
+    /// Streams (ws-mux echo and `streams`; the other workloads use stream 0).
+    pub streams: u32,
+    /// The page gives up and reports what it has after this long, ms.
+    pub deadline_ms: u64,
+    /// A session id (hex) for an outage: the server's resume state that EventSource's `Last-Event-ID` and the page's
+    /// WebSocket reconnect use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// What the page reports.
@@ -83,8 +118,15 @@ pub struct BrowserOutcome {
     pub in_order: bool,
     /// Echoed payloads that differ from what was sent.
     pub corrupt: u64,
-    /// Per message latency on the host clock, µs: round trips for echo, one-way for source (`latency`).
-    pub latencies_us: Vec<f64>,
+    /// Every data message received, in arrival order: `[stream, seq, sent_at, received]`, times in host ns
+    /// (`sent_at` is the page's send time for echo, the server's for a source).
+    pub messages: Vec<(u32, u64, u64, u64)>,
+    /// Host ns at which each stream was opened (the start of its schedule for echo); `null` for a stream never opened.
+    #[serde(default)]
+    pub opened_ns: Vec<Option<u64>>,
+    /// Reconnections that succeeded (EventSource's own, or the page's WebSocket reconnect).
+    #[serde(default)]
+    pub reconnects: u64,
     /// `round-trip` or `one-way`.
     pub latency: String,
     /// The shortest clock-calibration round trip, µs (the mapping is good to ± half of it).
@@ -100,12 +142,110 @@ pub struct BrowserOutcome {
     pub error: Option<String>,
 }
 
+impl BrowserOutcome {
+    /// Per message latency, µs: round trips for echo, one-way for a source (see [`BrowserOutcome::latency`]).
+    pub fn latencies_us(&self) -> Vec<f64> {
+        self.messages.iter().map(|&(_, _, sent, received)| received.saturating_sub(sent) as f64 / 1e3).collect()
+    }
+}
+
+/// The page workload that runs `spec` on `mode` (`None`: the page has none; suite expansion drops such cells).
+pub fn page_workload(spec: &ExperimentSpec, mode: &str) -> Option<&'static str> {
+    let one_of = |modes: &[&str]| modes.contains(&mode);
+    match spec {
+        ExperimentSpec::Latency { pattern, streams, .. } if pattern == "echo" => {
+            (mode == "ws-mux" || (*streams == 1 && one_of(&["ws", "wt-stream", "wt-datagram"]))).then_some("echo")
+        }
+        ExperimentSpec::Latency { streams: 1, .. } => one_of(&["ws", "sse-h1", "sse-h2", "grpc-web"]).then_some("source"),
+        ExperimentSpec::Outage { .. } => one_of(&["ws", "sse-h1", "sse-h2"]).then_some("outage"),
+        ExperimentSpec::ConnectionLimit { .. } => one_of(&["sse-h1", "sse-h2"]).then_some("streams"),
+        _ => None,
+    }
+}
+
+/// A stream's first message later than the fastest stream's by more than this waited for a connection.
+const STALL: Duration = Duration::from_secs(1);
+
+/// The runner's hook for a `chromium` cell: runs `spec` on the cell's server (`https://SERVER_ADDR:4433`, the token of
+/// `ctx.client`) in Chromium inside the link's client namespace, and records the same metrics as the native workload
+/// (plus the connection-limit ones). The page gets `timeout` less 5 s, to report what it has before the cell's end.
+pub async fn run_workload(spec: &ExperimentSpec, mode: &str, ctx: &Context, identity: Arc<Identity>, timeout: Duration) -> Result<Outcome, BrowserError> {
+    let workload = page_workload(spec, mode).ok_or_else(|| BrowserError::Unsupported { kind: spec.kind(), mode: mode.into() })?;
+    let (count, size, rate_hz, streams) = match *spec {
+        ExperimentSpec::Latency { messages, size, rate_hz, streams, .. } => (messages, size, rate_hz, streams),
+        ExperimentSpec::Outage { duration_s, rate_hz } => ((duration_s * rate_hz as f64) as u64, 64, rate_hz, 1),
+        ExperimentSpec::ConnectionLimit { streams, messages, rate_hz, size } => (messages, size, rate_hz, streams),
+        _ => unreachable!("page_workload has a workload only for the kinds above"),
+    };
+    let job = BrowserJob {
+        mode: mode.into(),
+        base: format!("https://{SERVER_ADDR}:4433"),
+        token: ctx.client.token.clone(),
+        cert_sha256: identity.sha256_hex(),
+        workload: workload.into(),
+        count,
+        size,
+        interval_us: if rate_hz == 0 { 0 } else { 1_000_000 / rate_hz },
+        streams,
+        deadline_ms: timeout.saturating_sub(Duration::from_secs(5)).as_millis() as u64,
+        session: (workload == "outage").then(|| format!("{:016x}", ctx.seed)),
+    };
+    let ns = ctx.link.client().clone();
+    let report = tokio::task::spawn_blocking(move || run(&ns, &identity, &job, timeout))
+        .await
+        .map_err(|e| BrowserError::Page(format!("the browser thread: {e}")))??;
+    if let Some(error) = report.error {
+        return Err(BrowserError::Page(error));
+    }
+    let mut outcome = Outcome::default();
+    let mut logs: Vec<StreamLog> = (0..streams).map(|_| StreamLog::default()).collect();
+    for &(stream, seq, sent_ns, received_ns) in &report.messages {
+        if let Some(log) = logs.get_mut(stream as usize) {
+            log.records.push(MessageRecord { stream, seq, size: size as u64, scheduled_ns: sent_ns, sent_ns, received_ns });
+        }
+    }
+    let opened = |stream: usize| report.opened_ns.get(stream).copied().flatten();
+    let logs: Vec<StreamLog> = logs
+        .into_iter()
+        .enumerate()
+        .map(|(stream, log)| match workload {
+            "echo" => log.scheduled(Schedule::at(rate_hz, opened(stream).unwrap_or(0))),
+            _ => log.scheduled_by_sender(rate_hz),
+        })
+        .collect();
+    let ordering = workload::ordering_of(&logs, count);
+    workload::record_ordering(&mut outcome, ordering, count * u64::from(streams));
+    match workload {
+        "outage" => {
+            outcome.arrivals(&logs[0], ctx.link_started);
+            outcome.set(Metric::Reconnects, report.reconnects as f64);
+            outcome.set(Metric::SurvivedWithoutReconnect, f64::from(u8::from(report.reconnects == 0)));
+            outcome.blackhole(&ctx.profile);
+        }
+        "streams" => {
+            let waits: Vec<f64> = logs
+                .iter()
+                .enumerate()
+                .filter_map(|(stream, log)| Some(log.records.first()?.received_ns.saturating_sub(opened(stream)?) as f64 / 1e6))
+                .collect();
+            let fastest = waits.iter().copied().fold(f64::INFINITY, f64::min);
+            let stalled = waits.iter().filter(|&&w| w - fastest > STALL.as_secs_f64() * 1000.0).count();
+            outcome.set(Metric::StalledStreams, stalled as f64);
+            outcome.set(Metric::StallMax, waits.iter().map(|w| w - fastest).fold(0.0, f64::max));
+        }
+        _ => outcome.set(Metric::Goodput, workload::goodput_mbit_s(&logs, ordering.delivered, size)),
+    }
+    outcome.messages(if workload == "echo" { Distribution::RoundTrip } else { Distribution::OneWay }, &logs);
+    Ok(outcome)
+}
+
 /// Runs `job` in headless Chromium inside `ns`, waiting at most `timeout` for its outcome.
 pub fn run(ns: &NetNs, identity: &Arc<Identity>, job: &BrowserJob, timeout: Duration) -> Result<BrowserOutcome, BrowserError> {
     let (port, mut results, host) = start_page_host(ns, identity)?;
     let fragment = percent_encode(&serde_json::to_string(job)?);
     let profile = profile_dir();
-    let mut chromium = start_chromium(ns, identity, &profile, &format!("https://127.0.0.1:{port}/tlab/page#{fragment}"))?;
+    let url = format!("https://127.0.0.1:{port}/tlab/page#{fragment}");
+    let mut chromium = start_chromium(ns, identity, &profile, &url, job.mode == "sse-h1")?;
     let body = results.blocking_recv_timeout(timeout);
     end(&mut chromium);
     let _ = std::fs::remove_dir_all(&profile);
@@ -120,8 +260,11 @@ fn profile_dir() -> PathBuf {
     std::env::temp_dir().join(unique)
 }
 
-fn start_chromium(ns: &NetNs, identity: &Identity, profile: &std::path::Path, url: &str) -> Result<Child, BrowserError> {
+fn start_chromium(ns: &NetNs, identity: &Identity, profile: &std::path::Path, url: &str, http1_only: bool) -> Result<Child, BrowserError> {
     let mut command = Command::new(CHROMIUM);
+    if http1_only {
+        command.arg("--disable-http2");
+    }
     command
         .args([
             "--headless",

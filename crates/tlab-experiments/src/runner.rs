@@ -27,7 +27,8 @@ use tlab_results::{CellId, Manifest, ManifestPart, ManifestStatus, Metric, Profi
 
 use crate::stack::{self, AllowedGuard};
 use crate::capture::CellCapture;
-use crate::suite::{Cell, Suite};
+use crate::browser;
+use crate::suite::{Cell, Client, Suite};
 use crate::workload::{self, Context};
 
 /// Makes a transport by name (the CLI knows them all; this crate depends on none).
@@ -303,6 +304,7 @@ struct LinkInfo {
 fn run_cell(suite: &Suite, cell: &Cell, identity: &Arc<Identity>, options: &RunOptions) -> Option<(RunRecord, Option<LinkInfo>)> {
     let started = Instant::now();
     let mut record = RunRecord::new(suite.name.clone(), cell_id(cell));
+    record.client = cell.client.name().into();
     let (capture, sink) = match CellCapture::start_if(suite.capture, &options.out, &record.file_stem()) {
         Ok(started) => started,
         Err(e) => {
@@ -445,14 +447,24 @@ fn execute(
     let timeout = suite.cell_timeout;
     let client_ns = link.client().clone();
     let interrupt = options.interrupt.clone();
+    let (client, mode, browser_identity) = (cell.client, cell.transport.clone(), identity.clone());
     let client_thread = std::thread::spawn(move || -> Result<workload::Outcome, CellError> {
         client_ns.enter().map_err(|e| CellError::Failed(e.to_string()))?;
         let runtime = runtime().map_err(CellError::Failed)?;
         runtime.block_on(async move {
+            // The cell's workload through the native client, or through the browser's own APIs.
+            let work = async {
+                match client {
+                    Client::Native => workload::run(&spec, &ctx).await.map_err(|e| e.to_string()),
+                    Client::Chromium => {
+                        browser::run_workload(&spec, &mode, &ctx, browser_identity, timeout).await.map_err(|e| e.to_string())
+                    }
+                }
+            };
             tokio::select! {
-                result = tokio::time::timeout(timeout, workload::run(&spec, &ctx)) => match result {
+                result = tokio::time::timeout(timeout, work) => match result {
                     Ok(Ok(outcome)) => Ok(outcome),
-                    Ok(Err(e)) => Err(CellError::Failed(e.to_string())),
+                    Ok(Err(e)) => Err(CellError::Failed(e)),
                     Err(_) => Err(CellError::Timeout),
                 },
                 () = interrupt.abandoned() => Err(CellError::Abandoned),

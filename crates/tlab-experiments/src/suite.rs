@@ -9,9 +9,13 @@
 //! profiles = ["clean", "lossy-2"]    # shipped names or paths relative to the suite file
 //! cell_timeout_s = 30
 //! backend = "auto"                   # auto | tun | kernel (link emulator)
+//! link_tolerance_us = 1000            # p99 release lateness above which a run's link is marked unhealthy
+//! congestion_control = "cubic"       # cubic | newreno | bbr: kernel TCP in both namespaces and quinn on both ends
+//! capture = false                    # per run: pcap of both sides of the link, TLS key log, qlog (TUN backend)
+//! client = "native"                  # native | chromium (the browser's own APIs, see `crate::browser`)
 //!
 //! [[experiment]]
-//! kind = "latency"                   # latency | hol | ordering | migration | handshake | overhead | outage
+//! kind = "latency"                   # latency | hol | ordering | migration | handshake | overhead | outage | connection-limit
 //! messages = 500
 //! size = 256
 //! rate_hz = 500
@@ -29,12 +33,20 @@
 //! `["reliable"]` picks up a new reliable mode without editing the suite. An unknown entry, an empty list and a group
 //! that matches no mode are errors naming the field. The caller passes the catalogue of known modes (name and
 //! [`Capabilities`], `tlab_transports::catalogue()`), so this crate depends on no transport.
+//!
+//! ## Applicability
+//! Each experiment kind needs capabilities of the mode ([`ExperimentSpec::requirements`]: everything that echoes
+//! needs [`Requirement::Bidirectional`], a source stream needs nothing), and a `chromium` cell needs a page workload
+//! for its mode and kind (`crate::browser::page_workload`). Expansion drops the modes of a list that cannot run an
+//! experiment and lists them in [`Suite::not_applicable`] (`tlab check` prints them) instead of planning cells that
+//! can only fail; an experiment that no mode of its list can run is an error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tlab_core::config::CongestionControl;
 use tlab_core::{Capabilities, Requirement};
 use tlab_netem::{Backend, Profile};
 
@@ -49,7 +61,7 @@ pub enum SuiteError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Not valid TOML, or a key the format does not have (serde names the key and the line).
+    /// Not valid TOML, or a suite-level key or value the format does not have (serde names the key and the line).
     #[error("{file}: {message}")]
     Syntax {
         /// The suite file.
@@ -150,6 +162,14 @@ struct RawSuite {
     cell_timeout_s: f64,
     #[serde(default)]
     backend: Backend,
+    #[serde(default = "default_link_tolerance")]
+    link_tolerance_us: u64,
+    #[serde(default)]
+    congestion_control: Option<String>,
+    #[serde(default)]
+    capture: bool,
+    #[serde(default)]
+    client: Client,
     #[serde(rename = "experiment")]
     experiments: Vec<RawExperiment>,
 }
@@ -163,19 +183,75 @@ fn one_u32() -> u32 {
 fn default_timeout() -> f64 {
     60.0
 }
+fn default_link_tolerance() -> u64 {
+    tlab_results::DEFAULT_LINK_TOLERANCE_US
+}
 
-// No deny_unknown_fields here: serde cannot combine it with `flatten`; the spec enum rejects unknown keys itself.
+// No deny_unknown_fields here: serde cannot combine it with `flatten`; `spec_of` rejects unknown keys.
 #[derive(Debug, Clone, Deserialize)]
 struct RawExperiment {
+    /// `kind` and the kind's parameters, as written: [`spec_of`] makes the [`ExperimentSpec`]. (Flattening the spec
+    /// itself buffered its keys and lost the name of a key whose value has the wrong type.)
     #[serde(flatten)]
-    spec: ExperimentSpec,
+    spec: toml::Table,
     transports: Option<Vec<String>>,
     profiles: Option<Vec<String>>,
+    client: Option<Client>,
+}
+
+/// Who runs a cell's client side: our native client crates, or headless Chromium through the browser's own APIs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// The transport's client crate (and the session layer where the experiment uses it).
+    #[default]
+    Native,
+    /// Headless Chromium in the client namespace (`crate::browser`).
+    Chromium,
+}
+
+impl Client {
+    /// The name in suites and in `runs.jsonl`'s `client` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Chromium => "chromium",
+        }
+    }
+}
+
+/// The spec of experiment `index` (1-based) from its own keys. An error is `(field, reason)` with the field's path,
+/// e.g. `experiment[2].rate_hz`.
+fn spec_of(keys: &toml::Table, index: usize) -> Result<ExperimentSpec, (String, String)> {
+    let at = |path: &str| format!("experiment[{index}]{path}");
+    let mut params = keys.clone();
+    let kind = match params.remove("kind") {
+        Some(toml::Value::String(kind)) => kind,
+        Some(other) => return Err((at(".kind"), format!("must be a string, got a {}", other.type_str()))),
+        None => return Err((at(".kind"), "is missing".into())),
+    };
+    // The externally tagged form, `{ <kind> = { params } }`, which serde reads key by key.
+    let tagged = toml::Value::Table(toml::Table::from_iter([(kind.clone(), toml::Value::Table(params))]));
+    serde_path_to_error::deserialize(tagged).map_err(|e| {
+        let mut path = String::new();
+        for segment in e.path() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => path += &format!(".{key}"),
+                serde_path_to_error::Segment::Seq { index } => path += &format!("[{index}]"),
+                serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let message = e.into_inner().message().trim_end().to_string();
+        // Nothing below the tag: the kind itself is unknown.
+        let path = if path.is_empty() && message.starts_with("unknown variant") { ".kind".into() } else { path };
+        (at(&path), format!("{message} (a `{kind}` experiment)"))
+    })
 }
 
 /// One experiment and its parameters. Each is a workload plus metrics; see docs/RESULTS.md for the definitions.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+// Externally tagged (`{"latency": {...}}`): `spec_of` reads the suite's `kind` key into that form.
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum ExperimentSpec {
     /// One-way (source) or round-trip (echo) latency and goodput on `streams` streams of one session.
     Latency {
@@ -193,17 +269,40 @@ pub enum ExperimentSpec {
         #[serde(default = "source")]
         pattern: String,
     },
-    /// Head-of-line blocking: `streams` streams on one session vs one connection per stream, same link.
+    /// Head-of-line blocking as a controlled experiment: targeted drops of stream 0's markers, HOL index ρ per
+    /// epoch (see `crate::hol`).
     Hol {
         /// Streams (K).
-        #[serde(default = "eight")]
+        #[serde(default = "four")]
         streams: u32,
-        /// Messages per stream.
-        messages: u64,
-        /// Payload bytes.
+        /// Payload bytes of the ordinary messages.
+        #[serde(default = "hol_size")]
         size: usize,
+        /// Payload bytes of stream 0's markers (their packets are the only ones this large).
+        #[serde(default = "marker_size")]
+        marker_size: usize,
         /// Messages per second per stream.
+        #[serde(default = "fifty")]
         rate_hz: u64,
+        /// Epochs whose marker is dropped.
+        #[serde(default = "thirty")]
+        epochs: u64,
+        /// Epochs whose rule is armed on a size that never occurs, spread among the others: the reference that
+        /// ρ is corrected by (at least 1).
+        #[serde(default = "ten")]
+        null_epochs: u64,
+        /// `shared` (K streams on one connection) or `per-stream` (one connection per stream: the K = 1 control).
+        #[serde(default = "shared")]
+        connections: String,
+        /// `staggered` (stream j offset by j·T/K: one message per packet) or `in-phase` (co-packetisation).
+        #[serde(default = "staggered")]
+        phase: String,
+        /// Also drop the marker's first retransmission (the retransmission-timeout path).
+        #[serde(default)]
+        drop_retransmission: bool,
+        /// Warm-up before the first epoch, in RTTs.
+        #[serde(default = "twenty")]
+        warmup_rtts: u32,
     },
     /// Per-stream order violations, duplicates, missing; datagram delivery ratio and reorder depth.
     Ordering {
@@ -227,32 +326,84 @@ pub enum ExperimentSpec {
         #[serde(default = "small")]
         size: usize,
     },
-    /// Connect start → first message delivered, in ms and in RTTs.
-    Handshake {},
-    /// IP bytes on the wire ÷ payload bytes, per payload size.
+    /// Connect start → each setup milestone and the first message delivered, in ms and in RTTs, over `connections`
+    /// fresh connections one after the other (median, p90 and the share above 1 s).
+    Handshake {
+        /// Connections per run.
+        #[serde(default = "one_u32")]
+        connections: u32,
+    },
+    /// Marginal IP bytes per message per direction, paced and saturated, per payload size (see `crate::overhead`).
     Overhead {
         /// Payload sizes; each is its own cell.
         sizes: Vec<usize>,
-        /// Echoed messages per cell.
+        /// Echoed messages of the longer batch (N₂; the shorter has N₂/2).
         messages: u64,
+        /// Messages per second of the paced batches (one message per packet).
+        #[serde(default = "fifty")]
+        rate_hz: u64,
     },
-    /// Steady echo traffic through the profile's blackhole: time until traffic flows again, lost, duplicated.
+    /// Steady echo traffic through the profile's blackhole: time until traffic flows again, lost, duplicated. With
+    /// `client = "chromium"`: a source stream at `rate_hz`, kept alive by the browser's own means (see
+    /// `crate::browser`), not by our session layer.
     Outage {
         /// Run length, seconds.
         duration_s: f64,
         /// Messages per second.
         rate_hz: u64,
     },
+    /// A browser page opens `streams` source streams of one origin at once: how many stall behind the browser's
+    /// per-origin connection limit, and for how long (`client = "chromium"` only).
+    #[serde(rename = "connection-limit")]
+    ConnectionLimit {
+        /// Streams opened at once.
+        #[serde(default = "eight")]
+        streams: u32,
+        /// Messages per stream.
+        messages: u64,
+        /// Messages per second per stream.
+        rate_hz: u64,
+        /// Payload bytes.
+        #[serde(default = "small")]
+        size: usize,
+    },
 }
 
 fn source() -> String {
     "source".into()
 }
-fn eight() -> u32 {
-    8
+fn four() -> u32 {
+    4
+}
+fn twenty() -> u32 {
+    20
+}
+fn fifty() -> u64 {
+    50
+}
+fn thirty() -> u64 {
+    30
+}
+fn ten() -> u64 {
+    10
+}
+fn hol_size() -> usize {
+    100
+}
+fn marker_size() -> usize {
+    800
+}
+fn shared() -> String {
+    "shared".into()
+}
+fn staggered() -> String {
+    "staggered".into()
 }
 fn small() -> usize {
     64
+}
+fn eight() -> u32 {
+    8
 }
 
 impl ExperimentSpec {
@@ -263,25 +414,54 @@ impl ExperimentSpec {
             Self::Hol { .. } => "hol",
             Self::Ordering { .. } => "ordering",
             Self::Migration { .. } => "migration",
-            Self::Handshake {} => "handshake",
+            Self::Handshake { .. } => "handshake",
             Self::Overhead { .. } => "overhead",
             Self::Outage { .. } => "outage",
+            Self::ConnectionLimit { .. } => "connection-limit",
         }
     }
 
-    /// Parameters as recorded with each run (the serialized spec without `kind`).
+    /// Parameters as recorded with each run (the serialized spec without its kind).
     pub fn params(&self) -> BTreeMap<String, serde_json::Value> {
-        let mut value = serde_json::to_value(self).expect("spec serializes");
-        let map = value.as_object_mut().expect("spec is an object");
-        map.remove("kind");
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        match serde_json::to_value(self).expect("spec serializes") {
+            // `{"<kind>": {params}}`
+            serde_json::Value::Object(tagged) => match tagged.into_iter().next() {
+                Some((_, serde_json::Value::Object(params))) => params.into_iter().collect(),
+                _ => BTreeMap::new(),
+            },
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// The capabilities a mode needs to run this experiment with the native client: every workload that echoes needs
+    /// a client → server direction; a source stream needs nothing.
+    pub fn requirements(&self) -> &'static [Requirement] {
+        match self {
+            Self::Latency { pattern, .. } if pattern == "source" => &[],
+            Self::ConnectionLimit { .. } => &[],
+            _ => &[Requirement::Bidirectional],
+        }
+    }
+
+    /// Why `client` cannot run this experiment on a mode with `caps` (`None`: it can).
+    fn not_applicable(&self, client: Client, transport: &str, caps: Capabilities) -> Option<String> {
+        match client {
+            Client::Native if matches!(self, Self::ConnectionLimit { .. }) => Some("a browser's connection limit needs client = \"chromium\"".into()),
+            Client::Native => {
+                let lacking: Vec<&str> = self.requirements().iter().filter(|r| !caps.satisfies(**r)).map(|r| r.name()).collect();
+                (!lacking.is_empty()).then(|| format!("lacks {}", lacking.join(", ")))
+            }
+            Client::Chromium => crate::browser::page_workload(self, transport)
+                .is_none()
+                .then(|| format!("the browser page has no {} workload for {transport}", self.kind())),
+        }
     }
 
     /// Cells of this spec: overhead expands one cell per size.
     fn expand(&self) -> Vec<ExperimentSpec> {
         match self {
-            Self::Overhead { sizes, messages } => {
-                sizes.iter().map(|&s| Self::Overhead { sizes: vec![s], messages: *messages }).collect()
+            Self::Overhead { sizes, messages, rate_hz } => {
+                sizes.iter().map(|&s| Self::Overhead { sizes: vec![s], messages: *messages, rate_hz: *rate_hz }).collect()
             }
             other => vec![other.clone()],
         }
@@ -301,7 +481,27 @@ impl ExperimentSpec {
                 }
                 check_size(field, *size)
             }
-            Self::Hol { streams, messages, rate_hz, size } | Self::Ordering { streams, messages, rate_hz, size } => {
+            Self::Hol { streams, size, marker_size, rate_hz, epochs, null_epochs, connections, phase, .. } => {
+                if *streams < 2 {
+                    return Err((field("streams"), "needs at least 2 (stream 0 carries the markers)".into()));
+                }
+                positive("epochs", *epochs)?;
+                positive("null_epochs", *null_epochs)?;
+                if !(1..=1000).contains(rate_hz) {
+                    return Err((field("rate_hz"), format!("must be between 1 and 1000, got {rate_hz}")));
+                }
+                if marker_size <= size || *marker_size > 1200 {
+                    return Err((field("marker_size"), format!("must exceed size ({size}) and fit one packet (≤ 1200), got {marker_size}")));
+                }
+                if connections != "shared" && connections != "per-stream" {
+                    return Err((field("connections"), format!("must be `shared` or `per-stream`, got `{connections}`")));
+                }
+                if phase != "staggered" && phase != "in-phase" {
+                    return Err((field("phase"), format!("must be `staggered` or `in-phase`, got `{phase}`")));
+                }
+                check_size(field, *size)
+            }
+            Self::Ordering { streams, messages, rate_hz, size } => {
                 positive("streams", *streams as u64)?;
                 positive("messages", *messages)?;
                 positive("rate_hz", *rate_hz)?;
@@ -316,9 +516,18 @@ impl ExperimentSpec {
                 seconds("duration_s", *duration_s)?;
                 positive("rate_hz", *rate_hz)
             }
-            Self::Handshake {} => Ok(()),
-            Self::Overhead { sizes, messages } => {
+            Self::Handshake { connections } => positive("connections", *connections as u64),
+            Self::ConnectionLimit { streams, messages, rate_hz, size } => {
+                positive("streams", *streams as u64)?;
                 positive("messages", *messages)?;
+                positive("rate_hz", *rate_hz)?;
+                check_size(field, *size)
+            }
+            Self::Overhead { sizes, messages, rate_hz } => {
+                if *messages < 2 {
+                    return Err((field("messages"), "must be at least 2 (two batches of N and N/2)".into()));
+                }
+                positive("rate_hz", *rate_hz)?;
                 if sizes.is_empty() {
                     return Err((field("sizes"), "needs at least one size".into()));
                 }
@@ -350,6 +559,13 @@ pub struct Suite {
     pub cell_timeout: Duration,
     /// Link emulator backend: `auto` (kernel netem where present and the profile allows, else TUN), `tun`, `kernel`.
     pub backend: Backend,
+    /// The p99 release lateness (µs) a run's link may show and still be `link_ok` (default 1,000).
+    pub link_tolerance_us: u64,
+    /// The congestion control of kernel TCP in both namespaces and of quinn on both ends of every QUIC mode.
+    pub congestion_control: CongestionControl,
+    /// Whether every run keeps a packet capture of both sides of its link, a TLS key log and qlog traces (files in
+    /// `captures/`, listed in its record; off by default for their size). `tlab run --capture` turns it on.
+    pub capture: bool,
     /// The suite file's path as given and its text (recorded in the manifest).
     pub file: String,
     /// The suite file's contents.
@@ -358,6 +574,23 @@ pub struct Suite {
     pub profiles: BTreeMap<String, Profile>,
     /// The matrix, in run order.
     pub cells: Vec<Cell>,
+    /// The modes of each experiment's list that cannot run it (dropped from the matrix), with the reason.
+    pub not_applicable: Vec<NotApplicable>,
+}
+
+/// A mode an experiment's transport list named (or a group brought in) that cannot run that experiment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotApplicable {
+    /// The experiment, 1-based as in errors (`experiment[2]`).
+    pub experiment: usize,
+    /// Its kind.
+    pub kind: &'static str,
+    /// The mode.
+    pub transport: String,
+    /// The client the experiment runs with.
+    pub client: Client,
+    /// Why not.
+    pub reason: String,
 }
 
 /// One cell × repetition of the matrix.
@@ -373,6 +606,8 @@ pub struct Cell {
     pub profile: String,
     /// Repetition, from 0.
     pub repetition: u32,
+    /// Who runs the client side.
+    pub client: Client,
     /// Seed derived from the suite seed and the cell's identity.
     pub seed: u64,
 }
@@ -399,6 +634,10 @@ impl Suite {
         if raw.experiments.is_empty() {
             return Err(invalid("experiment".into(), "the suite has no [[experiment]]".into()));
         }
+        let congestion_control = match &raw.congestion_control {
+            None => CongestionControl::default(),
+            Some(name) => name.parse().map_err(|e: tlab_core::Error| invalid("congestion_control".into(), e.to_string()))?,
+        };
         let resolve_transports = |list: &[String], field: String| -> Result<Vec<String>, SuiteError> {
             resolve_transports(list, catalogue).map_err(|e| invalid(field, e.to_string()))
         };
@@ -424,22 +663,41 @@ impl Suite {
         let default_transports = resolve_transports(&raw.transports, "transports".into())?;
         let default_profiles = load_profiles(&raw.profiles, "profiles".into())?;
         let mut cells = Vec::new();
+        let mut not_applicable = Vec::new();
         for (i, experiment) in raw.experiments.iter().enumerate() {
             let field = |name: &str| format!("experiment[{}].{name}", i + 1);
-            experiment.spec.validate(&field).map_err(|(f, reason)| invalid(f, reason))?;
-            let transports = match &experiment.transports {
+            let spec = spec_of(&experiment.spec, i + 1).map_err(|(f, reason)| invalid(f, reason))?;
+            spec.validate(&field).map_err(|(f, reason)| invalid(f, reason))?;
+            let listed = match &experiment.transports {
                 Some(list) => resolve_transports(list, field("transports"))?,
                 None => default_transports.clone(),
             };
+            let client = experiment.client.unwrap_or(raw.client);
+            let mut transports = Vec::new();
+            for transport in listed {
+                let caps = catalogue.iter().find(|(name, _)| *name == transport).map(|(_, caps)| *caps).expect("resolved from the catalogue");
+                match spec.not_applicable(client, &transport, caps) {
+                    None => transports.push(transport),
+                    Some(reason) => not_applicable.push(NotApplicable { experiment: i + 1, kind: spec.kind(), transport, client, reason }),
+                }
+            }
+            if transports.is_empty() {
+                let field = if experiment.transports.is_some() { field("transports") } else { "transports".into() };
+                return Err(invalid(field, format!("no mode of the list can run a `{}` experiment with client {}", spec.kind(), client.name())));
+            }
             let cell_profiles = match &experiment.profiles {
                 Some(list) => load_profiles(list, field("profiles"))?,
                 None => default_profiles.clone(),
             };
-            for spec in experiment.spec.expand() {
+            for spec in spec.expand() {
                 for profile in &cell_profiles {
                     for transport in &transports {
                         for repetition in 0..raw.repetitions {
-                            let identity = format!("{}|{}|{transport}|{profile}|{repetition}", spec.kind(), serde_json::to_string(&spec.params()).expect("json"));
+                            let mut identity = format!("{}|{}|{transport}|{profile}|{repetition}", spec.kind(), serde_json::to_string(&spec.params()).expect("json"));
+                            // Native cells keep the identity (and seeds) they had before clients could differ.
+                            if client != Client::Native {
+                                identity += &format!("|{}", client.name());
+                            }
                             cells.push(Cell {
                                 index: cells.len(),
                                 seed: tlab_netem::derive_seed(raw.seed, &identity),
@@ -447,6 +705,7 @@ impl Suite {
                                 transport: transport.clone(),
                                 profile: profile.clone(),
                                 repetition,
+                                client,
                             });
                         }
                     }
@@ -460,10 +719,14 @@ impl Suite {
             repetitions: raw.repetitions,
             cell_timeout: Duration::from_secs_f64(raw.cell_timeout_s),
             backend: raw.backend,
+            link_tolerance_us: raw.link_tolerance_us,
+            congestion_control,
+            capture: raw.capture,
             file,
             text: text.to_string(),
             profiles,
             cells,
+            not_applicable,
         })
     }
 
@@ -537,6 +800,15 @@ transports = ["all"]
     }
 
     #[test]
+    fn congestion_control_defaults_to_cubic_and_names_the_algorithm() {
+        assert_eq!(parse(GOOD).unwrap().congestion_control, CongestionControl::Cubic);
+        for cc in CongestionControl::ALL {
+            let text = GOOD.replace("seed = 9", &format!("seed = 9\ncongestion_control = \"{cc}\""));
+            assert_eq!(parse(&text).unwrap().congestion_control, cc);
+        }
+    }
+
+    #[test]
     fn shards_are_disjoint_and_cover_the_matrix() {
         let suite = parse(GOOD).unwrap();
         let mut all: Vec<usize> = (1..=3).flat_map(|i| suite.shard(i, 3)).map(|c| c.index).collect();
@@ -561,12 +833,42 @@ transports = ["all"]
             (GOOD.replace("seed = 9", "seed = 9\ncolour = \"red\""), "unknown field `colour`", "test.toml"),
             (GOOD.replace("kind = \"latency\"", "kind = \"telepathy\""), "telepathy", "test.toml"),
             (GOOD.replace("repetitions = 2", "repetitions = 0"), "repetitions", "at least 1"),
+            (GOOD.replace("seed = 9", "seed = 9\ncongestion_control = \"vegas\""), "congestion_control", "expected cubic, newreno or bbr"),
             (GOOD.replace("size = 64", "size = 64\nwobble = 3"), "wobble", "test.toml"),
         ];
         for (text, needle_a, needle_b) in cases {
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains("test.toml") && err.contains(needle_a) && err.contains(needle_b), "{err}");
         }
+    }
+
+    #[test]
+    fn type_errors_inside_an_experiment_name_the_experiment_and_the_key() {
+        let cases = [
+            (GOOD.replace("size = 64", "size = 64\nrate_hz = -5"), "experiment[1].rate_hz", "-5"),
+            (GOOD.replace("size = 64", "size = \"big\""), "experiment[1].size", "\"big\""),
+            (GOOD.replace("messages = 10\n", "messages = 1.5\n"), "experiment[2].messages", "1.5"),
+            (GOOD.replace("sizes = [16, 256, 4096]", "sizes = [16, -1]"), "experiment[2].sizes[1]", "-1"),
+            (GOOD.replace("kind = \"latency\"", "kind = 7"), "experiment[1].kind", "string"),
+            (GOOD.replace("kind = \"latency\"", "kind = \"telepathy\""), "experiment[1].kind", "telepathy"),
+            (GOOD.replace("size = 64", "size = 64\nwobble = 3"), "experiment[1].wobble", "unknown field"),
+        ];
+        for (text, field, detail) in cases {
+            let err = parse(&text).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(&err, SuiteError::Invalid { field: f, .. } if f == field), "{field}: {message}");
+            assert!(message.contains("test.toml") && message.contains(detail), "{message}");
+        }
+        let message = parse(&GOOD.replace("size = 64", "size = 64\nrate_hz = -5")).unwrap_err().to_string();
+        assert!(message.contains("`experiment[1].rate_hz`") && message.contains("`latency` experiment"), "{message}");
+    }
+
+    #[test]
+    fn params_are_the_spec_without_its_kind() {
+        let suite = parse(GOOD).unwrap();
+        let params = suite.cells[0].spec.params();
+        assert_eq!(params.keys().map(String::as_str).collect::<Vec<_>>(), ["messages", "pattern", "rate_hz", "size", "streams"]);
+        assert_eq!(params["messages"], serde_json::json!(100));
     }
 
     #[test]
@@ -608,5 +910,48 @@ transports = ["all"]
         assert_eq!(of("overhead"), ["wt-datagram"]);
         let latency: std::collections::BTreeSet<_> = of("latency").into_iter().collect();
         assert_eq!(latency, ["grpc", "quic", "ws"].into_iter().collect());
+    }
+
+    /// `KNOWN` plus a one-way mode (gRPC-Web: server streaming only) and an SSE mode.
+    const WITH_ONE_WAY: &[(&str, Capabilities)] = &[
+        KNOWN[0],
+        KNOWN[1],
+        ("grpc-web", Capabilities { reliable: true, ordered: true, multiplexed: true, ..Capabilities::NONE }),
+        ("sse-h1", Capabilities { reliable: true, ordered: true, ..BASE }),
+    ];
+
+    #[test]
+    fn modes_that_cannot_run_an_experiment_are_dropped_and_listed() {
+        let text = GOOD.replace("[\"ws\", \"grpc\"]", "[\"all\"]").replace("size = 64", "size = 64\npattern = \"echo\"")
+            + "[[experiment]]\nkind = \"latency\"\nmessages = 5\nsize = 8\n";
+        let suite = Suite::parse(&text, Path::new("experiments/test.toml"), WITH_ONE_WAY).unwrap();
+        let of = |experiment: &str| -> std::collections::BTreeSet<&str> {
+            let echo = experiment == "echo";
+            suite.cells.iter().filter(|c| matches!(&c.spec, ExperimentSpec::Latency { pattern, .. } if (pattern == "echo") == echo)).map(|c| c.transport.as_str()).collect()
+        };
+        assert_eq!(of("echo"), ["grpc", "sse-h1", "ws"].into_iter().collect(), "echo needs both directions");
+        assert_eq!(of("source"), ["grpc", "grpc-web", "sse-h1", "ws"].into_iter().collect(), "a source runs on a one-way mode");
+        assert!(suite.cells.iter().all(|c| c.spec.kind() != "overhead" || c.transport != "grpc-web"));
+        let dropped: Vec<(usize, &str, &str)> = suite.not_applicable.iter().map(|n| (n.experiment, n.kind, n.transport.as_str())).collect();
+        assert_eq!(dropped, [(1, "latency", "grpc-web"), (2, "overhead", "grpc-web")]);
+        assert!(suite.not_applicable.iter().all(|n| n.reason == "lacks bidirectional" && n.client == Client::Native));
+    }
+
+    #[test]
+    fn the_client_is_chosen_per_suite_or_experiment_and_changes_only_browser_seeds() {
+        let limit = "[[experiment]]\nkind = \"connection-limit\"\nmessages = 100\nrate_hz = 50\ntransports = [\"sse-h1\", \"grpc\"]\nclient = \"chromium\"\n";
+        let text = GOOD.to_string() + limit;
+        let suite = Suite::parse(&text, Path::new("experiments/test.toml"), WITH_ONE_WAY).unwrap();
+        let browser: Vec<_> = suite.cells.iter().filter(|c| c.client == Client::Chromium).map(|c| (c.spec.kind(), c.transport.as_str())).collect();
+        assert_eq!(browser, [("connection-limit", "sse-h1"); 4], "2 profiles × 2 repetitions, grpc has no page workload");
+        assert!(suite.not_applicable.iter().any(|n| n.transport == "grpc" && n.client == Client::Chromium && n.reason.contains("no connection-limit workload")));
+        let native = Suite::parse(GOOD, Path::new("experiments/test.toml"), WITH_ONE_WAY).unwrap();
+        assert_eq!(native.cells[0].seed, suite.cells[0].seed, "native cells keep their seeds");
+        // Suite-wide chromium: the page has a source workload for ws (not grpc), but no overhead workload at all.
+        let everywhere = Suite::parse(&GOOD.replace("seed = 9", "seed = 9\nclient = \"chromium\""), Path::new("t.toml"), WITH_ONE_WAY);
+        let everywhere = everywhere.unwrap_err().to_string();
+        assert!(everywhere.contains("experiment[2].transports") && everywhere.contains("client chromium"), "{everywhere}");
+        let err = Suite::parse(&(GOOD.to_string() + &limit.replace("client = \"chromium\"\n", "")), Path::new("t.toml"), WITH_ONE_WAY).unwrap_err();
+        assert!(err.to_string().contains("experiment[3].transports"), "{err}");
     }
 }

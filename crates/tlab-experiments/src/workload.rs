@@ -56,7 +56,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn set(&mut self, metric: Metric, value: f64) {
+    pub(crate) fn set(&mut self, metric: Metric, value: f64) {
         self.metrics.insert(metric.name().to_string(), value);
     }
 
@@ -76,7 +76,7 @@ impl Outcome {
 
     /// Records the messages of `logs` as distribution `which` (latency from the scheduled time), with how far the
     /// senders fell behind their schedule, and keeps them for the per-message file.
-    fn messages(&mut self, which: Distribution, logs: &[StreamLog]) {
+    pub(crate) fn messages(&mut self, which: Distribution, logs: &[StreamLog]) {
         let records = || logs.iter().flat_map(|l| &l.records);
         self.latency(which, LatencyHistogram::of_messages(records()));
         let lag_ns = records().map(MessageRecord::send_lag_ns).max().unwrap_or(0);
@@ -108,13 +108,13 @@ fn write_csv_gz<R: CsvRecord>(dir: &Path, kind: &str, stem: &str, rows: &[R]) ->
 /// When the messages of a stream were due: seq `k` at `start_ns + k × interval_ns` (monotonic ns). Rate 0 has no
 /// schedule: each message is due when it was sent.
 #[derive(Debug, Clone, Copy)]
-struct Schedule {
+pub(crate) struct Schedule {
     start_ns: u64,
     interval_ns: u64,
 }
 
 impl Schedule {
-    fn at(rate_hz: u64, start_ns: u64) -> Self {
+    pub(crate) fn at(rate_hz: u64, start_ns: u64) -> Self {
         Self { start_ns, interval_ns: interval_us(rate_hz) * 1000 }
     }
 
@@ -125,8 +125,8 @@ impl Schedule {
 
 /// What one stream received, in arrival order.
 #[derive(Debug, Default)]
-struct StreamLog {
-    records: Vec<MessageRecord>,
+pub(crate) struct StreamLog {
+    pub(crate) records: Vec<MessageRecord>,
 }
 
 impl StreamLog {
@@ -143,7 +143,7 @@ impl StreamLog {
     }
 
     /// Sets every message's scheduled time from `schedule`.
-    fn scheduled(mut self, schedule: Schedule) -> Self {
+    pub(crate) fn scheduled(mut self, schedule: Schedule) -> Self {
         for r in &mut self.records {
             r.scheduled_ns = schedule.due(r.seq, r.sent_ns);
         }
@@ -153,7 +153,7 @@ impl StreamLog {
     /// Sets the scheduled times of a stream a server sent every `interval_us` from a start the client does not see:
     /// the start is inferred as the earliest `sent − seq × interval` (the first message's send time when it arrived;
     /// a message cannot be sent before it is due).
-    fn scheduled_by_sender(self, rate_hz: u64) -> Self {
+    pub(crate) fn scheduled_by_sender(self, rate_hz: u64) -> Self {
         let interval_ns = interval_us(rate_hz) * 1000;
         let start_ns = self.records.iter().map(|r| r.sent_ns.saturating_sub(r.seq * interval_ns)).min().unwrap_or(0);
         self.scheduled(Schedule { start_ns, interval_ns })
@@ -281,7 +281,7 @@ async fn echo(stream: MessageStream, id: StreamId, messages: u64, size: usize, r
 }
 
 /// Goodput over the data phase: distinct payload bits delivered ÷ (last arrival − first scheduled send).
-fn goodput_mbit_s(logs: &[StreamLog], delivered: u64, size: usize) -> f64 {
+pub(crate) fn goodput_mbit_s(logs: &[StreamLog], delivered: u64, size: usize) -> f64 {
     let records = || logs.iter().flat_map(|l| &l.records);
     let first = records().map(|r| r.scheduled_ns).min();
     let last = records().map(|r| r.received_ns).max();
@@ -291,7 +291,7 @@ fn goodput_mbit_s(logs: &[StreamLog], delivered: u64, size: usize) -> f64 {
     }
 }
 
-fn ordering_of(logs: &[StreamLog], expected: u64) -> Ordering {
+pub(crate) fn ordering_of(logs: &[StreamLog], expected: u64) -> Ordering {
     let mut total = Ordering::default();
     for log in logs {
         total.add(Ordering::of(&log.seqs(), expected));
@@ -299,7 +299,7 @@ fn ordering_of(logs: &[StreamLog], expected: u64) -> Ordering {
     total
 }
 
-fn record_ordering(outcome: &mut Outcome, ordering: Ordering, expected_total: u64) {
+pub(crate) fn record_ordering(outcome: &mut Outcome, ordering: Ordering, expected_total: u64) {
     outcome.set(Metric::Delivered, ordering.delivered as f64);
     outcome.set(Metric::Missing, ordering.missing as f64);
     outcome.set(Metric::Duplicates, ordering.duplicates as f64);
@@ -383,19 +383,41 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
         }
         ExperimentSpec::Outage { duration_s, rate_hz } => {
             steady_echo(ctx, *duration_s, *rate_hz, 64, None, &mut outcome).await?;
-            let blackhole = ctx.profile.schedule.iter().find_map(|e| match e.action {
-                ScheduleAction::Blackhole { duration, .. } => Some((e.at, duration)),
-                _ => None,
-            });
-            if let Some((at, length)) = blackhole {
-                outcome.set(Metric::EventAt, at.as_secs_f64() * 1000.0);
-                if let Some(gap) = outcome.get(Metric::Gap) {
-                    outcome.set(Metric::RecoveryAfterOutage, gap - length.as_secs_f64() * 1000.0);
-                }
-            }
+            outcome.blackhole(&ctx.profile);
+        }
+        ExperimentSpec::ConnectionLimit { .. } => {
+            return Err(Error::Unsupported("a connection-limit experiment runs in the browser (client = \"chromium\")".into()));
         }
     }
     Ok(outcome)
+}
+
+impl Outcome {
+    /// When the profile's blackhole began and how long traffic took to flow again after it ended (from the gap).
+    pub(crate) fn blackhole(&mut self, profile: &Profile) {
+        let blackhole = profile.schedule.iter().find_map(|e| match e.action {
+            ScheduleAction::Blackhole { duration, .. } => Some((e.at, duration)),
+            _ => None,
+        });
+        if let Some((at, length)) = blackhole {
+            self.set(Metric::EventAt, at.as_secs_f64() * 1000.0);
+            if let Some(gap) = self.get(Metric::Gap) {
+                self.set(Metric::RecoveryAfterOutage, gap - length.as_secs_f64() * 1000.0);
+            }
+        }
+    }
+
+    /// The longest gap between arrivals of `log` and its arrivals timeline on the profile's clock (time since the
+    /// link started, where the profile's events are scheduled).
+    pub(crate) fn arrivals(&mut self, log: &StreamLog, link_started: Instant) {
+        let link_start_ns = monotonic_ns().saturating_sub(link_started.elapsed().as_nanos() as u64);
+        let gap_ns = log.records.windows(2).map(|w| w[1].received_ns.saturating_sub(w[0].received_ns)).max().unwrap_or(0);
+        self.set(Metric::Gap, gap_ns as f64 / 1e6);
+        self.series.insert(
+            "arrivals".into(),
+            log.records.iter().map(|r| (r.received_ns.saturating_sub(link_start_ns) as f64 / 1e6, r.seq as f64)).collect(),
+        );
+    }
 }
 
 /// `connections` fresh connections one after the other, each timed from the `connect` call to its milestones and
@@ -475,8 +497,6 @@ async fn steady_echo(
     let session = ResilientSession::connect(ctx.transport.clone(), ctx.client.clone(), config).await?;
     let stream = session.open_stream(StreamOpen { stream: 0, mode: StreamMode::Echo, resume: None }).await?;
     let messages = (duration_s * rate_hz as f64) as u64;
-    // Arrivals are plotted on the profile's clock (time since the link started), where its events are scheduled.
-    let link_start_ns = monotonic_ns().saturating_sub(ctx.link_started.elapsed().as_nanos() as u64);
     let migrate = {
         let session = session.clone();
         let native = ctx.transport.capabilities().native_migration;
@@ -500,18 +520,13 @@ async fn steady_echo(
     let rebound = migrate.await.map_err(|e| Error::Transport(e.to_string()))??;
     let ordering = Ordering::of(&log.seqs(), messages);
     record_ordering(outcome, ordering, messages);
-    let gap_ns = log.records.windows(2).map(|w| w[1].received_ns - w[0].received_ns).max().unwrap_or(0);
-    outcome.set(Metric::Gap, gap_ns as f64 / 1e6);
+    outcome.arrivals(&log, ctx.link_started);
     outcome.set(Metric::Reconnects, session.reconnects() as f64);
     outcome.set(Metric::ReboundNatively, f64::from(u8::from(rebound)));
     outcome.set(Metric::SurvivedWithoutReconnect, f64::from(u8::from(session.reconnects() == 0)));
     if let Some((at, _)) = event {
         outcome.set(Metric::EventAt, at.as_secs_f64() * 1000.0);
     }
-    outcome.series.insert(
-        "arrivals".into(),
-        log.records.iter().map(|r| ((r.received_ns - link_start_ns) as f64 / 1e6, r.seq as f64)).collect(),
-    );
     outcome.messages(Distribution::RoundTrip, std::slice::from_ref(&log));
     session.close().await;
     Ok(())

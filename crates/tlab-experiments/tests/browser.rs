@@ -1,7 +1,8 @@
 //! Headless Chromium as the client, inside the client namespace of an emulated lossy link (1 % loss each way,
-//! 40 ms RTT): echo on ws and wt-stream, a source on sse-h2 and on gRPC-Web, and datagram echo on wt-datagram,
-//! through the browser's own WebSocket, WebTransport, EventSource and fetch. Reliable modes must deliver every
-//! message exactly once, in order and intact; datagrams must arrive intact, most of them.
+//! 40 ms RTT): echo on ws, on 3 streams of ws-mux and on wt-stream, a source on sse-h1 (HTTP/2 disabled), sse-h2 and
+//! gRPC-Web, and datagram echo on wt-datagram, through the browser's own WebSocket, WebTransport, EventSource and
+//! fetch. Reliable modes must deliver every message exactly once, in order and intact; datagrams must arrive intact,
+//! most of them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tlab_service::EchoService;
 const TOKEN: &str = "tlab-browser";
 
 /// Serves `mode` in the link's server namespace, runs `job` in Chromium in its client namespace.
-fn browser_run(link: &RunningLink, identity: &Arc<Identity>, mode: &str, workload: &str, count: u64) -> BrowserOutcome {
+fn browser_run(link: &RunningLink, identity: &Arc<Identity>, mode: &str, workload: &str, count: u64, streams: u32) -> BrowserOutcome {
     let transport = tlab_transports::by_name(mode).expect("known mode");
     let config = ServerConfig {
         listen: SocketAddr::from((SERVER_ADDR, 4433)),
@@ -52,7 +53,10 @@ fn browser_run(link: &RunningLink, identity: &Arc<Identity>, mode: &str, workloa
         workload: workload.into(),
         count,
         size: 100,
-        interval_ms: 2,
+        interval_us: if mode == "wt-datagram" { 2000 } else { 0 },
+        streams,
+        deadline_ms: 55_000,
+        session: None,
     };
     let outcome = browser::run(link.client(), identity, &job, Duration::from_secs(60));
     let _ = stop_tx.send(());
@@ -62,7 +66,7 @@ fn browser_run(link: &RunningLink, identity: &Arc<Identity>, mode: &str, workloa
         "{mode} {workload}: received {} of {count}, {} latency p50 {:.1} µs, clock rtt {:.0} µs, error {:?}",
         outcome.received,
         outcome.latency,
-        median(&outcome.latencies_us),
+        median(&outcome.latencies_us()),
         outcome.clock_rtt_us,
         outcome.error
     );
@@ -75,14 +79,17 @@ fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn assert_exact(mode: &str, outcome: &BrowserOutcome, count: u64) {
+/// `count` messages on each of `streams` streams, exactly once, in order, intact, no faster than the link allows.
+fn assert_exact(mode: &str, outcome: &BrowserOutcome, count: u64, streams: u32) {
+    let seen: std::collections::BTreeSet<u32> = outcome.messages.iter().map(|m| m.0).collect();
     assert_eq!(outcome.error, None, "{mode}: the page failed");
-    assert_eq!(outcome.received, count, "{mode}: messages lost");
+    assert_eq!(outcome.received, count * u64::from(streams), "{mode}: messages lost");
     assert_eq!((outcome.duplicates, outcome.corrupt), (0, 0), "{mode}: duplicated or corrupted");
     assert!(outcome.in_order, "{mode}: out of order");
     // 40 ms RTT on the link: a one-way figure is at least 20 ms, a round trip at least 40 ms (less the clock's error).
     let floor_us = if outcome.latency == "round-trip" { 39_000.0 } else { 19_000.0 };
-    assert!(median(&outcome.latencies_us) >= floor_us, "{mode}: latency below the link's delay: clock mapping wrong");
+    assert_eq!(seen, (0..streams).collect(), "{mode}: every stream delivered");
+    assert!(median(&outcome.latencies_us()) >= floor_us, "{mode}: latency below the link's delay: clock mapping wrong");
 }
 
 #[test]
@@ -93,13 +100,14 @@ fn chromium_in_the_client_namespace_through_a_lossy_link() {
     let link = RunningLink::start(&profile, 7, Backend::Tun).expect("link");
     let identity = Arc::new(Identity::self_signed(&["localhost", &SERVER_ADDR.to_string()]).expect("identity"));
     let mut failures = Vec::new();
-    for (mode, workload) in [("ws", "echo"), ("wt-stream", "echo"), ("sse-h2", "source"), ("grpc-web", "source")] {
-        let outcome = browser_run(&link, &identity, mode, workload, 300);
-        if let Err(e) = std::panic::catch_unwind(|| assert_exact(mode, &outcome, 300)) {
+    let runs = [("ws", "echo", 1), ("ws-mux", "echo", 3), ("wt-stream", "echo", 1), ("sse-h1", "source", 1), ("sse-h2", "source", 1), ("grpc-web", "source", 1)];
+    for (mode, workload, streams) in runs {
+        let outcome = browser_run(&link, &identity, mode, workload, 300, streams);
+        if let Err(e) = std::panic::catch_unwind(|| assert_exact(mode, &outcome, 300, streams)) {
             failures.push(format!("{mode}: {:?}", e.downcast_ref::<String>()));
         }
     }
-    let datagrams = browser_run(&link, &identity, "wt-datagram", "echo", 300);
+    let datagrams = browser_run(&link, &identity, "wt-datagram", "echo", 300, 1);
     assert_eq!(datagrams.error, None, "wt-datagram: the page failed");
     assert_eq!((datagrams.duplicates, datagrams.corrupt), (0, 0), "wt-datagram: duplicated or corrupted");
     assert!(datagrams.received >= 270, "wt-datagram: {} of 300 echoed at 1 % loss each way", datagrams.received);
