@@ -425,6 +425,52 @@ fn seed_article_claims(summary: &Summary<'_>) -> Vec<Vec<String>> {
             num(hol("quic"), " ms")
         ),
     ]);
+    // The browser's runs (client = "chromium"), as `mean ± CI (n = runs)`.
+    let browser = |experiment: &str, mode: &str, metric: Metric, unit: &str| {
+        let label = format!("{mode} (chromium)");
+        summary.rows.iter().find(|r| r.experiment == experiment && r.transport == label && r.metric == metric.name()).map_or("–".to_string(), |r| {
+            format!("{}{unit} (n = {})", fmt(r.mean, r.ci95), r.n)
+        })
+    };
+    let limit = |mode: &str| {
+        format!("{} stalled, longest stall {}", browser("connection-limit", mode, Metric::StalledStreams, ""), browser("connection-limit", mode, Metric::StallMax, " ms"))
+    };
+    rows.push(vec![
+        "Browsers limit SSE to about 6 connections per domain".into(),
+        format!(
+            "Chromium, 8 EventSource streams of one origin opened at once (one-way: first message − open): over HTTP/1.1 (sse-h1) {}; over HTTP/2 (sse-h2) {}",
+            limit("sse-h1"),
+            limit("sse-h2")
+        ),
+    ]);
+    let reconnect = |mode: &str| {
+        format!(
+            "gap {}, missing {}, reconnects {}",
+            browser("outage", mode, Metric::Gap, " ms"),
+            browser("outage", mode, Metric::Missing, ""),
+            browser("outage", mode, Metric::Reconnects, "")
+        )
+    };
+    rows.push(vec![
+        "Browsers automatically reconnect SSE".into(),
+        format!(
+            "Chromium, 50 Hz source through a 2 s blackhole, no session layer on the client (one-way arrivals): EventSource over sse-h2 (the browser's own reconnect, Last-Event-ID) {}; WebSocket with the page's reconnect (1 s silence) {}",
+            reconnect("sse-h2"),
+            reconnect("ws")
+        ),
+    ]);
+    let wt = |mode: &str| {
+        format!(
+            "delivered {}, round trip p50 {}, p99 {}",
+            browser("latency", mode, Metric::DeliveryRatio, ""),
+            browser("latency", mode, Metric::RoundTripP50, " µs"),
+            browser("latency", mode, Metric::RoundTripP99, " µs")
+        )
+    };
+    rows.push(vec![
+        "WebTransport datagrams vs streams under loss (browser)".into(),
+        format!("Chromium, echo at 100 Hz, 2 % loss each way (round trips): datagrams {}; streams {}", wt("wt-datagram"), wt("wt-stream")),
+    ]);
     rows
 }
 
@@ -479,6 +525,26 @@ mod tests {
         }];
         let csv = summary_csv(&rows);
         assert_eq!(csv.lines().nth(1).unwrap(), r#"hol,"{""streams"":8}",grpc,lossy-2,hol_penalty_us,1500,20,3,0"#);
+    }
+
+    #[test]
+    fn browser_claims_quote_chromium_cells_with_ci_and_n() {
+        let row = |transport: &str, metric: Metric, mean: f64, ci95: Option<f64>| SummaryRow {
+            experiment: "connection-limit".into(),
+            params: "{}".into(),
+            transport: transport.into(),
+            profile: "wan-50ms".into(),
+            metric: metric.name().into(),
+            mean,
+            ci95,
+            n: 3,
+            failed: 0,
+        };
+        let rows = [row("sse-h1 (chromium)", Metric::StalledStreams, 2.0, Some(0.0)), row("sse-h1 (chromium)", Metric::StallMax, 2031.5, Some(4.25))];
+        let claims = seed_article_claims(&Summary { rows: &rows });
+        let limit = claims.iter().find(|c| c[0].contains("6 connections")).expect("the connection-limit claim");
+        assert!(limit[1].contains("HTTP/1.1 (sse-h1) 2 ± 0 (n = 3) stalled, longest stall 2032 ± 4 ms (n = 3)"), "{}", limit[1]);
+        assert!(limit[1].contains("HTTP/2 (sse-h2) – stalled"), "a cell the suite did not run is –: {}", limit[1]);
     }
 
     /// A one-way latency run of `transport` over a link of `delay_ms` and `loss`, with a known distribution.
