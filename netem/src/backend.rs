@@ -5,7 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::capture::CaptureSink;
 use crate::emulator::{EmulatedLink, LinkCounters};
+use crate::health::Lateness;
 use crate::io_error::IoError;
 use crate::kernel::{KernelLink, netem_available};
 use crate::namespace::NetNs;
@@ -88,6 +90,15 @@ impl RunningLink {
         })
     }
 
+    /// Starts `profile` on the TUN emulator with its packets going to `capture` (the kernel's qdiscs cannot be
+    /// captured before and after impairment); `backend` must be `Auto` or `Tun`.
+    pub fn start_captured(profile: &Profile, seed: u64, backend: Backend, capture: CaptureSink) -> Result<Self, IoError> {
+        if backend == Backend::Kernel {
+            return Err(IoError::Setup("a capture needs the TUN emulator: use backend tun (or auto)".into()));
+        }
+        Ok(RunningLink::Tun(EmulatedLink::start_captured(Link::from_profile(profile, seed), Some(capture))?))
+    }
+
     /// The backend that actually runs (never `Auto`).
     pub fn backend(&self) -> Backend {
         match self {
@@ -117,6 +128,22 @@ impl RunningLink {
         match self {
             RunningLink::Tun(l) => l.congestion_control(),
             RunningLink::Kernel(l) => l.congestion_control(),
+        }
+    }
+
+    /// The TUN forwarder's release lateness so far (the kernel's qdiscs do not report theirs).
+    pub fn lateness(&self) -> Option<Lateness> {
+        match self {
+            RunningLink::Tun(l) => Some(l.lateness()),
+            RunningLink::Kernel(_) => None,
+        }
+    }
+
+    /// Whether the TUN forwarder got its real-time priority (no forwarding thread for the kernel backend).
+    pub fn realtime(&self) -> Option<bool> {
+        match self {
+            RunningLink::Tun(l) => Some(l.realtime()),
+            RunningLink::Kernel(_) => None,
         }
     }
 

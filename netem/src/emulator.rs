@@ -8,7 +8,9 @@
 //!
 //! Timing: every packet is stamped on the monotonic clock right after it is read (not once per read burst), and
 //! released no earlier than the model's due time, itself never before stamp + fixed delay; debug builds assert
-//! both at every write.
+//! both at every write. Each release's lateness (write time − due time) goes into a [`Lateness`] histogram,
+//! read with [`EmulatedLink::lateness`]. For tests, `TLAB_NETEM_TEST_STALL_MS=N` makes the first forwarder of the
+//! process sleep N ms once, with packets inside and after 64 releases: an artificial stall that makes them late.
 //!
 //! Schedule events: a NAT rebinding is carried out in the forwarder by a [`Nat`]: the client's flows get a new
 //! public address ([`next_nat_address`]) and port, replies are mapped back, and packets to the old mapping still
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
 
+use crate::health::Lateness;
+use crate::capture::{CaptureSink, Side};
 use crate::io_error::IoError;
 use crate::namespace::NetNs;
 use crate::tun::Tun;
@@ -133,6 +137,7 @@ pub struct EmulatedLink {
     drops: Arc<Mutex<DropLog>>,
     /// Ids of armed rules, assigned in arming order as the model does.
     next_rule: std::sync::atomic::AtomicU64,
+    lateness: Arc<Mutex<Lateness>>,
 }
 
 /// A targeted drop on the monotonic clock (the clock of `Message::sent_at`).
@@ -182,6 +187,12 @@ pub const CONGESTION_CONTROL_PREFERENCE: [&str; 2] = ["cubic", "reno"];
 impl EmulatedLink {
     /// Creates both namespaces and devices and starts forwarding through `link`.
     pub fn start(link: Link) -> Result<Self, IoError> {
+        Self::start_captured(link, None)
+    }
+
+    /// [`EmulatedLink::start`], handing every packet to `capture` as it is read and as it is delivered (see
+    /// [`crate::capture`]).
+    pub fn start_captured(link: Link, capture: Option<CaptureSink>) -> Result<Self, IoError> {
         let (client, server, congestion_control) = prepare_namespaces()?;
         let client_tun = client.run(|| Tun::create(DEVICE))??;
         let server_tun = server.run(|| Tun::create(DEVICE))??;
@@ -199,6 +210,7 @@ impl EmulatedLink {
         };
         let origin = (Instant::now(), monotonic_ns());
         let drops = Arc::new(Mutex::new(DropLog::default()));
+        let lateness = Arc::new(Mutex::new(Lateness::default()));
         let forwarder = Forwarder {
             link,
             client_tun,
@@ -213,6 +225,9 @@ impl EmulatedLink {
             start: origin,
             drops: drops.clone(),
             rules_armed: false,
+            capture,
+            lateness: lateness.clone(),
+            stall: test_stall(),
         };
         let (tid_tx, tid_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -225,7 +240,7 @@ impl EmulatedLink {
         let realtime = tid_rx.recv().is_ok_and(make_realtime);
         let next_rule = std::sync::atomic::AtomicU64::new(0);
         let threads = Some((thread, control));
-        Ok(Self { client, server, counters, stop, threads, congestion_control, realtime, commands, origin, drops, next_rule })
+        Ok(Self { client, server, counters, stop, threads, congestion_control, realtime, commands, origin, drops, next_rule, lateness })
     }
 
     /// Arms a targeted-drop rule (its times are link time, see [`EmulatedLink::link_time`]); returns its id. The
@@ -273,6 +288,11 @@ impl EmulatedLink {
     /// Whether the forwarding thread got its real-time priority (record it with delay measurements).
     pub fn realtime(&self) -> bool {
         self.realtime
+    }
+
+    /// Lateness of every release so far (write time − due time).
+    pub fn lateness(&self) -> Lateness {
+        self.lateness.lock().unwrap().clone()
     }
 
     /// The client's namespace.
@@ -336,6 +356,19 @@ struct Forwarder {
     drops: Arc<Mutex<DropLog>>,
     /// Whether any rule was armed (only then is there anything to report).
     rules_armed: bool,
+    /// Where packets are captured, if anywhere: the sender's side at read, the receiver's side at delivery.
+    capture: Option<CaptureSink>,
+    /// Where each release's lateness is recorded.
+    lateness: Arc<Mutex<Lateness>>,
+    /// The test stall still to come, if any.
+    stall: Option<Duration>,
+}
+
+/// The artificial stall of `TLAB_NETEM_TEST_STALL_MS` (see the module docs), for the first forwarder of the process.
+fn test_stall() -> Option<Duration> {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let ms: u64 = std::env::var("TLAB_NETEM_TEST_STALL_MS").ok()?.parse().ok()?;
+    (!TAKEN.swap(true, Ordering::Relaxed)).then(|| Duration::from_millis(ms))
 }
 
 /// Most buffers kept for reuse (a few MB).
@@ -392,6 +425,9 @@ impl Forwarder {
             }
             self.wait(start)?;
         }
+        if let Some(capture) = self.capture.take() {
+            capture.link_stopped(&self.counters.lock().unwrap());
+        }
         Ok(())
     }
 
@@ -408,6 +444,10 @@ impl Forwarder {
             if n == 0 || buf[0] >> 4 != 4 {
                 io.non_ipv4 += 1;
                 continue;
+            }
+            if let Some(capture) = &self.capture {
+                let side = if direction == Direction::Uplink { Side::Client } else { Side::Server };
+                capture.record(side, self.start.1 + arrived.as_nanos() as u64, &buf[..n]);
             }
             if self.moved && n >= 20 {
                 let client_side = match direction {
@@ -437,8 +477,17 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Writes out every packet due by now; debug builds check that none leaves before its arrival + fixed delay.
+    /// Writes out every packet due by now, recording how late each write is; debug builds check that none leaves
+    /// before its arrival + fixed delay.
     fn release_due(&mut self, start: Instant, io: &mut LinkCounters) -> Result<(), IoError> {
+        let mut lateness = self.lateness.lock().unwrap();
+        if let Some(stall) = self.stall
+            && lateness.count() >= 64
+            && self.link.next_wakeup().is_some()
+        {
+            self.stall = None;
+            std::thread::sleep(stall);
+        }
         let now = start.elapsed();
         for (direction, tun) in [(Direction::Uplink, &self.server_tun), (Direction::Downlink, &self.client_tun)] {
             while let Some(release) = self.link.poll_release_timed(direction, now) {
@@ -449,8 +498,12 @@ impl Forwarder {
                     release.min_delay,
                     release.departs
                 );
+                lateness.record(start.elapsed().saturating_sub(release.departs));
                 if !tun.send(&release.packet)? {
                     io.write_refused += 1;
+                } else if let Some(capture) = &self.capture {
+                    let side = if direction == Direction::Uplink { Side::Server } else { Side::Client };
+                    capture.record(side, monotonic_ns(), &release.packet);
                 }
                 if self.pool.len() < POOL_LIMIT {
                     self.pool.push(release.packet);

@@ -30,8 +30,10 @@ pub fn load_suite(path: &Path) -> anyhow::Result<Suite> {
 }
 
 /// Runs a suite (or one shard), optionally calibrates the emulator, writes the report; returns the directory.
-pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bool) -> anyhow::Result<PathBuf> {
-    let suite = load_suite(path)?;
+/// `capture` captures every run as the suite setting `capture = true` does.
+pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bool, capture: bool) -> anyhow::Result<PathBuf> {
+    let mut suite = load_suite(path)?;
+    suite.capture |= capture;
     let shard = shard.map(tlab_experiments::suite::parse_shard).transpose().map_err(anyhow::Error::msg)?;
     let out = out.unwrap_or_else(|| match shard {
         Some((i, n)) => PathBuf::from(format!("{}-shard{i}of{n}", default_out(&suite.name).display())),
@@ -39,7 +41,7 @@ pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bo
     });
     let cells = shard.map_or(suite.cells.len(), |(i, n)| suite.shard(i, n).len());
     eprintln!("suite {} ({}): {cells} runs → {}", suite.name, suite.file, out.display());
-    let options = RunOptions { out: out.clone(), shard, transports: factory(), interrupt: catch_signals()? };
+    let options = RunOptions { out: out.clone(), shard, transports: factory(), interrupt: catch_signals()?, build: crate::version::build_info() };
     let finished = run_suite(&suite, &options)?;
     finish(&suite, &out, &finished, calibrate)?;
     Ok(out)
@@ -60,7 +62,7 @@ pub fn resume(dir: &Path, suite: Option<&Path>, calibrate: bool) -> anyhow::Resu
     let done = tlab_report::read_runs(dir)?;
     let missing = tlab_results::missing_cells(&manifest.cells, &done).len();
     eprintln!("resuming {}: {missing} of {} cells missing ({})", dir.display(), manifest.cells.len(), suite.file);
-    let options = RunOptions { out: dir.to_path_buf(), shard: None, transports: factory(), interrupt: catch_signals()? };
+    let options = RunOptions { out: dir.to_path_buf(), shard: None, transports: factory(), interrupt: catch_signals()?, build: crate::version::build_info() };
     let finished = resume_suite(&suite, &options, manifest, done)?;
     finish(&suite, dir, &finished, calibrate)?;
     Ok(dir.to_path_buf())
@@ -75,7 +77,7 @@ fn finish(suite: &Suite, out: &Path, finished: &SuiteRun, calibrate: bool) -> an
         let calibration = tlab_netem::selftest::run(suite.seed, |step| eprintln!("  {step}"))?;
         std::fs::write(out.join("calibration.json"), serde_json::to_string_pretty(&calibration)?)?;
     }
-    report(out)?;
+    report(out, false)?;
     eprintln!("{} runs, {failed} failed or timed out; results in {}", finished.records.len(), out.display());
     anyhow::ensure!(
         complete,
@@ -105,6 +107,8 @@ fn catch_signals() -> anyhow::Result<Arc<Interrupt>> {
             };
             if raised.state() == Stop::Now {
                 eprintln!("\n{name} again: exiting without writing the report");
+                // Exiting skips destructors: put the host's allowed congestion controls back first.
+                tlab_experiments::stack::restore_host_settings();
                 std::process::exit(130);
             }
             match raised.raise() {
@@ -117,8 +121,10 @@ fn catch_signals() -> anyhow::Result<Arc<Interrupt>> {
 }
 
 /// (Re)writes summary.csv, plots and reports of a results directory from its raw files.
-pub fn report(dir: &Path) -> anyhow::Result<()> {
-    let written = tlab_report::write(dir).with_context(|| format!("writing the report of {}", dir.display()))?;
+/// `include_unhealthy` keeps runs whose link missed its tolerance in the summaries.
+pub fn report(dir: &Path, include_unhealthy: bool) -> anyhow::Result<()> {
+    let options = tlab_report::Options { include_unhealthy };
+    let written = tlab_report::write_with(dir, &options).with_context(|| format!("writing the report of {}", dir.display()))?;
     eprintln!("report: {} and {} ({} plots)", written.markdown.display(), written.html.display(), written.plots.len());
     if let Some(headline) = written.completeness.headline(&dir.display().to_string()) {
         eprintln!("{headline}");
@@ -164,7 +170,7 @@ pub fn merge(out: &Path, parts: &[PathBuf]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?)?;
     std::fs::write(out.join("runs.jsonl"), runs)?;
-    report(out)
+    report(out, false)
 }
 
 #[cfg(test)]

@@ -2,13 +2,21 @@
 //! within the 14 days browsers accept by hash for WebTransport) and client-side pinning by the certificate's SHA-256.
 //! The identity also gives what other clients need to trust it: the SHA-256 of its public key (SPKI) in base64,
 //! the form of Chromium's `--ignore-certificate-errors-spki-list`, and the certificate as PEM for full verification.
+//!
+//! Key log: while a [`KeyLogCapture`] is alive, every configuration built here (TLS over TCP and QUIC alike) writes
+//! its connections' secrets to the capture's file in the `SSLKEYLOGFILE` format, which Wireshark's
+//! `tls.keylog_file` preference reads to decrypt TLS and QUIC. The setting is process-wide: the experiment runner
+//! takes one per cell, and configurations built while it lives keep writing to its file.
 
-use std::sync::Arc;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{DigitallySignedStruct, KeyLog, SignatureScheme};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rcgen::PublicKeyData as _;
@@ -110,7 +118,72 @@ impl Identity {
             .with_single_cert(vec![self.cert.clone()], self.private_key())
             .map_err(|e| Error::Tls(e.to_string()))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        if let Some(log) = active_key_log() {
+            config.key_log = log;
+        }
         Ok(config)
+    }
+}
+
+/// The key log of the live [`KeyLogCapture`], if any.
+static KEY_LOG: Mutex<Option<Arc<KeyLogFile>>> = Mutex::new(None);
+
+fn active_key_log() -> Option<Arc<dyn KeyLog>> {
+    KEY_LOG.lock().unwrap_or_else(|p| p.into_inner()).clone().map(|log| log as Arc<dyn KeyLog>)
+}
+
+/// A process-wide key log to one file, from [`KeyLogCapture::start`] until it is finished or dropped.
+#[derive(Debug)]
+pub struct KeyLogCapture {
+    log: Arc<KeyLogFile>,
+}
+
+impl KeyLogCapture {
+    /// Creates `path` and makes it the key log of every configuration built from now on; refused while another
+    /// capture is alive.
+    pub fn start(path: &Path) -> Result<Self, Error> {
+        let mut active = KEY_LOG.lock().unwrap_or_else(|p| p.into_inner());
+        if active.is_some() {
+            return Err(Error::Config("a TLS key log is already being captured in this process".into()));
+        }
+        let file = std::fs::File::create(path).map_err(|e| Error::Config(format!("creating key log {}: {e}", path.display())))?;
+        let log = Arc::new(KeyLogFile { path: path.display().to_string(), file: Mutex::new(file), failed: AtomicBool::new(false) });
+        *active = Some(log.clone());
+        Ok(Self { log })
+    }
+
+    /// Stops handing the log to new configurations; `Err` if a secret could not be written.
+    pub fn finish(self) -> Result<(), Error> {
+        let failed = self.log.failed.load(Ordering::Relaxed);
+        drop(self);
+        if failed { Err(Error::Config("writing the TLS key log failed: it is incomplete".into())) } else { Ok(()) }
+    }
+}
+
+impl Drop for KeyLogCapture {
+    fn drop(&mut self) {
+        let mut active = KEY_LOG.lock().unwrap_or_else(|p| p.into_inner());
+        if active.as_ref().is_some_and(|log| Arc::ptr_eq(log, &self.log)) {
+            *active = None;
+        }
+    }
+}
+
+/// Secrets as `LABEL <client random hex> <secret hex>` lines, one write per line.
+#[derive(Debug)]
+struct KeyLogFile {
+    path: String,
+    file: Mutex<std::fs::File>,
+    failed: AtomicBool,
+}
+
+impl KeyLog for KeyLogFile {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let line = format!("{label} {} {}\n", hex::encode(client_random), hex::encode(secret));
+        if let Err(e) = self.file.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes()) {
+            tracing::warn!(path = self.path, error = %e, "TLS key log write failed");
+            self.failed.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -135,6 +208,16 @@ impl CertPin {
     }
 }
 
+/// The error of a client's TLS handshake over TCP to `address`: tokio-rustls reports certificate and protocol
+/// failures as `InvalidData` (a [`Error::Tls`], not worth retrying); anything else is the connection failing under
+/// the handshake (reset, refused, closed), a retryable [`Error::Connect`].
+pub fn handshake_error(address: impl std::fmt::Display, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => Error::Tls(e.to_string()),
+        _ => Error::Connect { address: address.to_string(), reason: format!("TLS handshake: {e}") },
+    }
+}
+
 /// A rustls client configuration that checks the server by `pin` and offers `alpn`.
 pub fn client_config(pin: &CertPin, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
     let provider = crypto_provider();
@@ -146,6 +229,9 @@ pub fn client_config(pin: &CertPin, alpn: &[&[u8]]) -> Result<rustls::ClientConf
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if let Some(log) = active_key_log() {
+        config.key_log = log;
+    }
     Ok(config)
 }
 
@@ -245,6 +331,26 @@ mod tests {
         assert_eq!(CertPin::from_hex(&colons).unwrap(), CertPin::Sha256([0xab; 32]));
         assert!(matches!(CertPin::from_hex("abcd"), Err(Error::Config(_))));
         assert!(matches!(CertPin::from_hex("zz"), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_key_log_capture_reaches_configs_built_while_it_lives() {
+        let path = std::env::temp_dir().join(format!("tlab-keylog-{}.keys", std::process::id()));
+        let capture = KeyLogCapture::start(&path).unwrap();
+        assert!(matches!(KeyLogCapture::start(&path), Err(Error::Config(_))), "one capture at a time");
+        let id = Identity::self_signed(&["localhost"]).unwrap();
+        let server = id.server_config(&[b"h2"]).unwrap();
+        let client = client_config(&CertPin::AnyCertificate, &[b"h2"]).unwrap();
+        client.key_log.log("CLIENT_TRAFFIC_SECRET_0", &[1, 2], &[0xab]);
+        server.key_log.log("SERVER_TRAFFIC_SECRET_0", &[3], &[0xcd, 0xef]);
+        capture.finish().unwrap();
+        assert!(active_key_log().is_none());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "CLIENT_TRAFFIC_SECRET_0 0102 ab\nSERVER_TRAFFIC_SECRET_0 03 cdef\n");
+        // After the capture, configurations log nowhere.
+        let later = client_config(&CertPin::AnyCertificate, &[b"h2"]).unwrap();
+        later.key_log.log("CLIENT_TRAFFIC_SECRET_0", &[9], &[9]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
