@@ -9,6 +9,14 @@
 //! id from an open datagram once per session and ignores the copies. Nothing ends a stream on the wire: `finish`
 //! only ends the local sending half, and a reader ends a source stream by its count or by silence. Sink and
 //! resumable streams are not offered over datagrams ([`Error::Unsupported`]).
+//!
+//! Loss: a datagram is lost where the link drops the packet carrying it, and (with a debug log) where its stream's
+//! queue of [`QUEUE`] is full because the reader stalls. Nothing else drops one at the experiments' rates: wtransport
+//! hands datagrams over through a bounded queue that waits instead of dropping, quinn drops only the oldest when its
+//! send buffer (1 MiB) or receive buffer (1.25 MB) is full. But quinn sends datagrams under congestion control: when
+//! the window is the limit (500 Hz through 2 % loss and 40 ms RTT), several datagrams share one QUIC packet and one
+//! packet loss takes them together, so losses are correlated and their count varies more than a binomial one — the
+//! mean stays the link's. Paced below the window, the count is binomial (crates/tlab-cli/tests/datagram_loss.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
