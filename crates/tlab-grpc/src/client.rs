@@ -65,13 +65,10 @@ impl Service<Uri> for TlsDialer {
             let tcp = TcpStream::connect(addr).await.map_err(|e| connect_error(e.to_string()))?;
             milestones.mark(Step::TcpConnected);
             tcp.set_nodelay(true)?;
-            let tls = tls.connect(tlab_core::tls::server_name(), tcp).await.map_err(|e| {
-                // tokio-rustls reports certificate and handshake failures as InvalidData.
-                match e.kind() {
-                    std::io::ErrorKind::InvalidData => Error::Tls(e.to_string()),
-                    _ => connect_error(e.to_string()),
-                }
-            })?;
+            let tls = tls
+                .connect(tlab_core::tls::server_name(), tcp)
+                .await
+                .map_err(|e| tlab_core::tls::handshake_error(addr, e))?;
             milestones.mark(Step::TlsDone);
             Ok(TokioIo::new(tls))
         })

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use tlab_core::tls::{client_config, server_name};
+use tlab_core::tls::{client_config, handshake_error, server_name};
 use tlab_core::milestones::{MilestoneLog, Step};
 use tlab_core::{ClientConfig, Connection, Error, MessageStream, Milestones, StreamOpen};
 use tlab_core::server::Watched;
@@ -51,7 +51,7 @@ impl Dialer {
                 .map_err(|e| Error::Connect { address: self.config.url.clone(), reason: e.to_string() })?;
             self.milestones.mark(Step::TcpConnected);
             tcp.set_nodelay(true)?;
-            let tls = self.tls.connect(server_name(), Watched::unwatched(tcp)).await.map_err(|e| Error::Tls(e.to_string()))?;
+            let tls = self.tls.connect(server_name(), Watched::unwatched(tcp)).await.map_err(|e| handshake_error(&self.config.url, e))?;
             self.milestones.mark(Step::TlsDone);
             let mut request =
                 format!("wss://{}{}{target}", self.addr, self.base).into_client_request().map_err(|e| Error::Config(e.to_string()))?;
