@@ -17,7 +17,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic_web::{GrpcWebCall, GrpcWebClientService};
 
-use crate::client::{NoRequests, RecordingDialer, ResponseSource, TlsDialer, connect_failure};
+use crate::client::{NoRequests, ResponseSource, TlsDialer, connect_failure};
 use crate::proto::SourceRequest;
 use crate::proto::transport_client::TransportClient;
 use crate::wire::{ALPN_H2, FRAME_OVERHEAD, StreamSlot, error_from_status};
@@ -52,8 +52,8 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>,
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::Config(e.to_string()))?
         .connect_timeout(config.connect_timeout);
-    let milestones = MilestoneLog::default();
-    let dialer = RecordingDialer(TlsDialer { addr, tls }, milestones.clone());
+    let dialer = TlsDialer::new(addr, tls);
+    let milestones = dialer.milestones.clone();
     let channel =
         tokio::time::timeout(config.connect_timeout, endpoint.connect_with_connector(dialer))
             .await
