@@ -192,8 +192,6 @@ pub async fn oversize_rejected(transport: Arc<dyn Transport>) {
         // The server closes the stream or connection (docs/PROTOCOL.md, "The message and the binary frame"). The
         // client must report that as a refusal no reconnect can cure (`is_retryable() == false`): not as a lost
         // connection, an echo or a graceful end.
-        // KNOWN FAILURE (sse-h1, sse-h2, wt-stream): these clients report a retryable `Error::Closed` here; see the
-        // report on issue 11.
         assert!(
             matches!(&outcome, Err(e @ (Error::Protocol(_) | Error::MessageTooLarge { .. })) if !e.is_retryable()),
             "{}: a 100 KiB message over a 64 KiB server limit: expected a non-retryable refusal (Protocol or \
