@@ -37,6 +37,9 @@ fn tcp_and_udp_cross_a_lossy_delayed_link_and_nothing_leaks() {
     // UDP: 2000 datagrams client → server, each carrying its send time.
     let server_udp = link.server().run(|| UdpSocket::bind((SERVER_ADDR, 5001))).unwrap().unwrap();
     server_udp.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    // Room for every datagram even if the receiving thread is starved on a loaded machine: a drop in the socket is
+    // not the link's, and would bias the loss check below.
+    nix::sys::socket::setsockopt(&server_udp, nix::sys::socket::sockopt::RcvBufForce, &(8 << 20)).unwrap();
     let client_udp = link.client().run(|| UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
     let sent = 2000u64;
     let receiver = std::thread::spawn(move || {
