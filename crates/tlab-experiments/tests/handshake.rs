@@ -88,9 +88,12 @@ connections = 7
         measured.insert(record.transport.clone(), record.get(Metric::HandshakeRtts).unwrap());
     }
     eprintln!("round trips to the first byte: {measured:?}");
+    // An extra round trip shows as +1; scheduling noise on a loaded 2-core machine moved single modes by up to
+    // +0.25 (h3 2.25 once). The test guards the protocol sequence with ±0.4; the ±0.2 figures are measured on a
+    // quiet machine and quoted in the README with the command that made them.
     for (mode, rtts) in &measured {
         let want = expected[mode];
-        assert!((rtts - want).abs() <= 0.2, "{mode}: {rtts:.2} RTTs, docs/RESULTS.md expects {want}");
+        assert!((rtts - want).abs() <= 0.4, "{mode}: {rtts:.2} RTTs, docs/RESULTS.md expects {want}");
     }
     for (quic, tcp) in [("h3", "sse-h2"), ("h3", "grpc"), ("quic", "tcp-tls")] {
         assert!(measured[quic] <= measured[tcp] - 0.8, "{quic} {:.2} vs {tcp} {:.2}", measured[quic], measured[tcp]);
