@@ -10,11 +10,14 @@
 //! marker with the rule armed on a size that never occurs. A counting rule checks from the link's side how many
 //! packets the messages took (`hol_packets_per_message`).
 //!
-//! Per epoch: R = the marker's extra latency (latency − stream 0's base), S_j = the largest extra latency of stream
-//! j ≠ 0 among its messages scheduled during [marker, marker + R), and ρ = mean_j S_j / R — about 1 − δ/R when every
-//! stream waits behind the lost bytes of one TCP byte stream, about 0 when streams are independent. Null epochs use
-//! the run's median R as their window. Latency counts from each message's scheduled send time (round trip: the drop
-//! is on the uplink, the downlink is clean, so the extra latency is the uplink's). The computation is
+//! Per dropped epoch: R = the marker's extra latency (latency − stream 0's base), S_j = the largest extra latency of
+//! stream j ≠ 0 among its messages scheduled during [marker, marker + R), ρ_raw = mean_j S_j / R — about 1 − δ/R
+//! when every stream waits behind the lost bytes of one TCP byte stream, about 0 when streams are independent and
+//! their latency steady. A stream whose latency spreads on its own (a batching sender) makes S_j > 0 without HOL,
+//! so each epoch is corrected by the same run's null epochs: N_j(R) = stream j's mean, over null epochs, of its
+//! largest extra latency in a window of the same length R from the null marker, and ρ = ρ_raw − mean_j N_j(R) / R.
+//! Latency counts from each message's scheduled send time (round trip: the drop is on the uplink, the downlink is
+//! clean, so the extra latency is the uplink's). The computation is
 //! [`analyse`], a pure function of the recorded samples.
 
 use std::collections::BTreeMap;
@@ -35,6 +38,8 @@ pub mod names {
     use tlab_results::Metric;
     /// See [`Metric::HolRho`].
     pub const RHO: &str = Metric::HolRho.name();
+    /// See [`Metric::HolRhoRaw`].
+    pub const RHO_RAW: &str = Metric::HolRhoRaw.name();
     /// See [`Metric::HolRhoNull`].
     pub const RHO_NULL: &str = Metric::HolRhoNull.name();
     /// See [`Metric::HolRecovery`].
@@ -75,24 +80,32 @@ pub struct Epoch {
     pub dropped: bool,
 }
 
-/// The outcome of one epoch.
+/// The outcome of one dropped epoch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochResult {
-    /// R (dropped epochs) or the reference window (null epochs), ns.
+    /// R: the marker's extra latency over stream 0's base, ns.
     pub recovery_ns: f64,
-    /// S_j for each stream j ≠ 0 that sent during the window, ns.
+    /// S_j for each stream j ≠ 0 that sent during [marker, marker + R) and during the same window after a null
+    /// marker, ns.
     pub stalls_ns: Vec<f64>,
-    /// mean_j S_j / R.
+    /// N_j(R): the same streams' mean over null epochs of their largest extra latency in a window of the same length
+    /// R starting at the null marker, ns.
+    pub null_stalls_ns: Vec<f64>,
+    /// ρ_raw = mean_j S_j / R.
+    pub rho_raw: f64,
+    /// ρ_null = mean_j N_j(R) / R: what the streams' own latency spread gives in an undisturbed window of length R.
+    pub rho_null: f64,
+    /// ρ = ρ_raw − ρ_null.
     pub rho: f64,
 }
 
 /// Every epoch of a run, analysed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HolAnalysis {
-    /// Dropped epochs with a positive R and at least one other stream sending during it.
+    /// Dropped epochs with a positive R and at least one other stream sending during it and after a null marker.
     pub dropped: Vec<EpochResult>,
-    /// Null epochs, windowed by the median R of `dropped`.
-    pub null: Vec<EpochResult>,
+    /// Null epochs that served as the reference.
+    pub null_epochs: usize,
     /// Each stream's base latency (median of its ordinary messages), ns.
     pub base_ns: Vec<f64>,
 }
@@ -108,41 +121,45 @@ fn mean(values: &[f64]) -> Option<f64> {
 }
 
 /// The HOL analysis of one run: `streams[j]` holds stream j's ordinary messages (markers excluded), `epochs` the
-/// markers of stream 0.
+/// markers of stream 0. The raw index ρ_raw = mean_j S_j / R counts, besides HOL, how far a stream's latency
+/// spreads on its own (a sender that batches messages, such as SSE's uplink POSTs, makes the largest of several
+/// latencies exceed their median without any loss), so each dropped epoch is compared with the null epochs of the
+/// same run over a window of the same length R, starting at their marker (the same phase of every stream's
+/// schedule): ρ = (mean_j S_j − mean_j N_j(R)) / R. Without null epochs there is no dropped epoch to report.
 pub fn analyse(streams: &[Vec<Sample>], epochs: &[Epoch]) -> HolAnalysis {
     let base_ns: Vec<f64> =
         streams.iter().map(|s| median(&mut s.iter().map(|m| m.latency_ns as f64).collect::<Vec<_>>()).unwrap_or(0.0)).collect();
-    let window = |marker: Sample, length: f64| -> Option<EpochResult> {
-        let end = marker.sent_ns as f64 + length;
-        let stalls_ns: Vec<f64> = streams
+    // Stream j's largest extra latency among its messages scheduled during [start, start + length).
+    let excess = |j: usize, start: u64, length: f64| -> Option<f64> {
+        let end = start as f64 + length;
+        streams[j]
             .iter()
-            .zip(&base_ns)
-            .skip(1)
-            .filter_map(|(samples, base)| {
-                samples
-                    .iter()
-                    .filter(|m| m.sent_ns >= marker.sent_ns && (m.sent_ns as f64) < end)
-                    .map(|m| m.latency_ns as f64 - base)
-                    .max_by(f64::total_cmp)
-            })
-            .collect();
-        let rho = mean(&stalls_ns)? / length;
-        Some(EpochResult { recovery_ns: length, stalls_ns, rho })
+            .filter(|m| m.sent_ns >= start && (m.sent_ns as f64) < end)
+            .map(|m| m.latency_ns as f64 - base_ns[j])
+            .max_by(f64::total_cmp)
     };
+    let null_starts: Vec<u64> = epochs.iter().filter(|e| !e.dropped).map(|e| e.marker.sent_ns).collect();
     let base0 = base_ns.first().copied().unwrap_or(0.0);
     let dropped: Vec<EpochResult> = epochs
         .iter()
         .filter(|e| e.dropped)
         .filter_map(|e| {
             let r = e.marker.latency_ns as f64 - base0;
-            if r > 0.0 { window(e.marker, r) } else { None }
+            if r <= 0.0 {
+                return None;
+            }
+            let (stalls_ns, null_stalls_ns): (Vec<f64>, Vec<f64>) = (1..streams.len())
+                .filter_map(|j| {
+                    let null = mean(&null_starts.iter().filter_map(|&start| excess(j, start, r)).collect::<Vec<_>>())?;
+                    Some((excess(j, e.marker.sent_ns, r)?, null))
+                })
+                .unzip();
+            let rho_raw = mean(&stalls_ns)? / r;
+            let rho_null = mean(&null_stalls_ns)? / r;
+            Some(EpochResult { recovery_ns: r, stalls_ns, null_stalls_ns, rho_raw, rho_null, rho: rho_raw - rho_null })
         })
         .collect();
-    let null = match median(&mut dropped.iter().map(|e| e.recovery_ns).collect::<Vec<_>>()) {
-        Some(reference) => epochs.iter().filter(|e| !e.dropped).filter_map(|e| window(e.marker, reference)).collect(),
-        None => Vec::new(),
-    };
-    HolAnalysis { dropped, null, base_ns }
+    HolAnalysis { dropped, null_epochs: null_starts.len(), base_ns }
 }
 
 /// The experiment's parameters, read from [`ExperimentSpec::Hol`].
@@ -325,24 +342,23 @@ pub async fn run(spec: &ExperimentSpec, ctx: &Context) -> Result<Outcome, Error>
     let mut set = |name: &str, value: f64| {
         outcome.metrics.insert(name.to_string(), value);
     };
-    let rhos: Vec<f64> = analysis.dropped.iter().map(|e| e.rho).collect();
-    let recoveries: Vec<f64> = analysis.dropped.iter().map(|e| e.recovery_ns).collect();
-    let stalls: Vec<f64> = analysis.dropped.iter().filter_map(|e| mean(&e.stalls_ns)).collect();
-    if let Some(rho) = mean(&rhos) {
-        set(names::RHO, rho);
+    let per_epoch = |f: fn(&EpochResult) -> f64| mean(&analysis.dropped.iter().map(f).collect::<Vec<_>>());
+    for (name, value) in [
+        (names::RHO, per_epoch(|e| e.rho)),
+        (names::RHO_RAW, per_epoch(|e| e.rho_raw)),
+        (names::RHO_NULL, per_epoch(|e| e.rho_null)),
+        (names::STALL_MS, per_epoch(|e| mean(&e.stalls_ns).unwrap_or(0.0) / 1e6)),
+        (names::RECOVERY_MS, per_epoch(|e| e.recovery_ns / 1e6)),
+    ] {
+        if let Some(value) = value {
+            set(name, value);
+        }
     }
-    if let Some(rho) = mean(&analysis.null.iter().map(|e| e.rho).collect::<Vec<_>>()) {
-        set(names::RHO_NULL, rho);
-    }
-    if let Some(r) = mean(&recoveries) {
-        set(names::RECOVERY_MS, r / 1e6);
+    if let Some(r) = per_epoch(|e| e.recovery_ns) {
         set(names::RECOVERY_RTTS, r / plan.rtt_ns as f64);
     }
-    if let Some(s) = mean(&stalls) {
-        set(names::STALL_MS, s / 1e6);
-    }
     set(names::EPOCHS, analysis.dropped.len() as f64);
-    set(names::NULL_EPOCHS, analysis.null.len() as f64);
+    set(names::NULL_EPOCHS, analysis.null_epochs as f64);
     set(names::EPOCHS_MISSED, missed as f64);
     set(names::RETRANSMISSION_DROPS, log.iter().filter(|d| d.drop.retransmission).count() as f64);
     let sent = plan.messages() * u64::from(plan.streams);
@@ -367,7 +383,7 @@ mod tests {
     fn synthetic(k: u32, stall: impl Fn(u32, u64) -> u64) -> Vec<Vec<Sample>> {
         (0..k)
             .map(|j| {
-                (0..200u64)
+                (0..300u64)
                     .map(|n| {
                         let sent_ns = u64::from(j) * 5 * MS + n * 20 * MS;
                         Sample { sent_ns, latency_ns: 40 * MS + stall(j, sent_ns) }
@@ -383,16 +399,16 @@ mod tests {
         let marker = Sample { sent_ns: 1000 * MS, latency_ns: 100 * MS };
         let in_window = |sent: u64| (1000 * MS..1060 * MS).contains(&sent);
         let streams = synthetic(3, |j, sent| if j > 0 && in_window(sent) { [0, 50, 30][j as usize] * MS } else { 0 });
-        // A null epoch later, with nothing stalled.
+        // A null epoch later, with nothing stalled: the correction is 0.
         let null = Sample { sent_ns: 2000 * MS, latency_ns: 40 * MS };
         let analysis = analyse(&streams, &[Epoch { marker, dropped: true }, Epoch { marker: null, dropped: false }]);
-        assert_eq!(analysis.dropped.len(), 1);
+        assert_eq!((analysis.dropped.len(), analysis.null_epochs), (1, 1));
         let epoch = &analysis.dropped[0];
         assert_eq!(epoch.recovery_ns, 60e6);
         assert_eq!(epoch.stalls_ns, [50e6, 30e6]);
-        assert!((epoch.rho - 40.0 / 60.0).abs() < 1e-12, "{}", epoch.rho);
-        assert_eq!(analysis.null.len(), 1);
-        assert_eq!((analysis.null[0].recovery_ns, analysis.null[0].rho), (60e6, 0.0));
+        assert_eq!(epoch.null_stalls_ns, [0.0, 0.0]);
+        assert!((epoch.rho_raw - 40.0 / 60.0).abs() < 1e-12, "{}", epoch.rho_raw);
+        assert_eq!((epoch.rho_null, epoch.rho), (0.0, epoch.rho_raw));
     }
 
     #[test]
@@ -401,22 +417,43 @@ mod tests {
         // j, sent δ_j after the marker, is the most delayed (R − δ_j).
         let (m, r) = (1000 * MS, 80 * MS);
         let marker = Sample { sent_ns: m, latency_ns: 40 * MS + r };
+        let null = Epoch { marker: Sample { sent_ns: 2000 * MS, latency_ns: 40 * MS }, dropped: false };
         let blocked = synthetic(4, |_, sent| if (m..m + r).contains(&sent) { m + r - sent } else { 0 });
-        let analysis = analyse(&blocked, &[Epoch { marker, dropped: true }]);
+        let analysis = analyse(&blocked, &[Epoch { marker, dropped: true }, null]);
         // Streams 1..3 send first at δ = 5, 10, 15 ms after the marker: ρ = mean(1 − δ/R).
         let expected = [5.0, 10.0, 15.0].iter().map(|d| 1.0 - d / 80.0).sum::<f64>() / 3.0;
         assert!((analysis.dropped[0].rho - expected).abs() < 1e-12);
         let independent = synthetic(4, |_, _| 0);
-        assert_eq!(analyse(&independent, &[Epoch { marker, dropped: true }]).dropped[0].rho, 0.0);
+        assert_eq!(analyse(&independent, &[Epoch { marker, dropped: true }, null]).dropped[0].rho, 0.0);
     }
 
     #[test]
-    fn an_epoch_without_recovery_or_without_other_streams_is_left_out() {
-        let streams = synthetic(1, |_, _| 0);
+    fn a_batching_sender_gives_raw_rho_above_zero_and_corrected_rho_zero() {
+        // No HOL at all, but every stream's sender flushes a batch every 60 ms (as SSE's uplink POSTs do): a message
+        // waits until the next flush, so latency spreads 0–60 ms above the minimum, and the largest latency in any
+        // window exceeds the median. Null epochs sit at the same phase of the schedule (epochs of 1.2 s, a multiple
+        // of both the 20 ms period and the 60 ms flush).
+        let flush = 60 * MS;
+        let batched = synthetic(4, |_, sent| (flush - sent % flush) % flush);
+        let marker = |at: u64, dropped: bool| Epoch { marker: Sample { sent_ns: at, latency_ns: 40 * MS + 70 * MS }, dropped };
+        let epochs = [marker(1200 * MS, true), marker(2400 * MS, false), marker(3600 * MS, true), marker(2400 * MS + 1200 * MS * 2, false)];
+        let analysis = analyse(&batched, &epochs);
+        assert_eq!((analysis.dropped.len(), analysis.null_epochs), (2, 2));
+        for epoch in &analysis.dropped {
+            assert!(epoch.rho_raw > 0.1, "the batching baseline shows as ρ_raw = {}", epoch.rho_raw);
+            assert!(epoch.rho.abs() < 1e-12, "corrected ρ = {}", epoch.rho);
+        }
+    }
+
+    #[test]
+    fn an_epoch_without_recovery_other_streams_or_null_epochs_is_left_out() {
+        let null = Epoch { marker: Sample { sent_ns: 2000 * MS, latency_ns: 40 * MS }, dropped: false };
         let marker = Sample { sent_ns: 1000 * MS, latency_ns: 100 * MS };
-        assert!(analyse(&streams, &[Epoch { marker, dropped: true }]).dropped.is_empty(), "K = 1 has no S_j");
+        let streams = synthetic(1, |_, _| 0);
+        assert!(analyse(&streams, &[Epoch { marker, dropped: true }, null]).dropped.is_empty(), "K = 1 has no S_j");
         let streams = synthetic(2, |_, _| 0);
         let on_time = Sample { sent_ns: 1000 * MS, latency_ns: 40 * MS };
-        assert!(analyse(&streams, &[Epoch { marker: on_time, dropped: true }]).dropped.is_empty(), "R = 0");
+        assert!(analyse(&streams, &[Epoch { marker: on_time, dropped: true }, null]).dropped.is_empty(), "R = 0");
+        assert!(analyse(&streams, &[Epoch { marker, dropped: true }]).dropped.is_empty(), "no null reference");
     }
 }

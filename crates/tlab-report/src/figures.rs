@@ -6,17 +6,6 @@ use crate::completeness::Completeness;
 use crate::document::{Block, Document};
 use crate::svg::{BarChart, LineChart, Series};
 
-/// Metrics computed from others of the same run, so results written by older versions get them too:
-/// `hol_penalty_p90_us` = p90(shared) − p90(separate). (p99 is set by a handful of retransmission-timeout events in
-/// either case; p90 shows the head-of-line signature more steadily.)
-pub fn derive_metrics(runs: &mut [RunRecord]) {
-    for run in runs {
-        if let (Some(shared), Some(separate), None) = (run.get(Metric::SharedP90), run.get(Metric::SeparateP90), run.get(Metric::HolPenaltyP90)) {
-            run.set(Metric::HolPenaltyP90, shared - separate);
-        }
-    }
-}
-
 /// `summary.csv`: one row per cell and metric.
 pub fn summary_csv(rows: &[SummaryRow]) -> String {
     let mut csv = String::from("experiment,params,transport,profile,metric,mean,ci95,n,failed\n");
@@ -94,11 +83,11 @@ fn headline_metrics(experiment: &str) -> &'static [Metric] {
     use Metric::*;
     match experiment {
         "latency" => &[OneWayP50, OneWayP99, OneWayP999, RoundTripP50, RoundTripP99, RoundTripP999, Goodput, DeliveryRatio, Missing, OrderViolations],
-        "hol" => &[SharedP90, SeparateP90, HolPenaltyP90, HolPenalty, DelayedShareShared, DelayedShareSeparate],
+        "hol" => &[HolRho, HolRhoRaw, HolRhoNull, HolRecovery, HolRecoveryRtts, HolPacketsPerMessage, HolEpochs],
         "ordering" => &[DeliveryRatio, OrderViolations, Duplicates, Missing, ReorderDepth],
         "migration" => &[Gap, Missing, Duplicates, Reconnects, SurvivedWithoutReconnect],
         "handshake" => &[Handshake, HandshakeRtts, Rtt],
-        "overhead" => &[OverheadRatio, WireBytesPerMessage],
+        "overhead" => &[MarginalUplinkPaced, MarginalDownlinkPaced, MarginalUplinkSaturated, MarginalDownlinkSaturated],
         "outage" => &[Gap, RecoveryAfterOutage, Missing, Duplicates, Reconnects],
         _ => &[],
     }
@@ -107,11 +96,11 @@ fn headline_metrics(experiment: &str) -> &'static [Metric] {
 fn definitions() -> Vec<String> {
     [
         "latency — per message, from its scheduled send time (coordinated omission: a sender behind its schedule shows as latency): one-way (`one_way_*`, receive time − scheduled time on the CLOCK_MONOTONIC the client and server namespaces share) for source streams, round trip (`round_trip_*`) for echo streams; HdrHistogram in µs, 3 significant digits. Goodput counts the data phase only (first scheduled send → last arrival). docs/RESULTS.md defines every metric.",
-        "HOL penalty — the same workload with K streams on one connection (shared) and one connection per stream (separate), same link: p99(shared) − p99(separate), and the same at p90 (p99 of ~1,000 messages is set by a few retransmission timeouts in either case, p90 shows the head-of-line signature steadily); plus the share of messages delayed more than one RTT beyond the base delay (base = fastest message of the cell). Where one loss-limited connection cannot carry the offered load, the shared case also pays for sharing one congestion window.",
+        "HOL index ρ — K streams start together, staggered so that each packet carries one message; every epoch the emulator drops exactly the packet carrying stream 0's marker. Per epoch: R = the marker's recovery time, S_j = the largest extra latency of stream j ≠ 0 among its messages sent during R, ρ_raw = mean_j S_j / R, corrected by the same run's null epochs over windows of the same length: ρ = ρ_raw − ρ_null (≈ 1 − δ/R behind one TCP byte stream, ≈ 0 for independent streams). Mean per run; CI over runs. docs/RESULTS.md has the design and its controls.",
         "ordering — per stream: order violations (arrived after a higher seq), duplicates, missing; delivery ratio and reorder depth (most higher seqs that overtook a message), for datagrams too.",
         "migration — steady echo traffic through the profile's address change / NAT rebind: gap = longest inter-arrival gap; missing / duplicated messages; whether the connection survived without reconnecting (natively) or was recovered by the session layer's reconnect + resume.",
         "handshake — connect start → first message delivered, in ms and in RTTs (RTT = fastest echo on the established connection).",
-        "overhead — IP bytes forwarded by the emulator (both directions, handshake included) ÷ payload bytes.",
+        "overhead — marginal IP bytes per message and direction, (W₂ − W₁)/(N₂ − N₁) from two batches on one established connection (handshake, stream open and close cancel), paced at one message per packet and saturated.",
         "outage — steady echo traffic through the profile's blackhole: gap, time to recover after the blackhole ends, missing / duplicated.",
         "Every figure and table: mean ± 95 % CI (Student t) over repetitions, with n (runs) shown; n = 1 has no CI (n/a). Each run has its own seed, listed in runs.jsonl, and its messages in messages/.",
     ]
@@ -262,24 +251,7 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
                 }
             }
         }
-        "hol" => {
-            doc.push(Block::Plot("hol-penalty.svg".into(), bars(Metric::HolPenalty, "HOL penalty: p99(shared) − p99(separate)").render()));
-            doc.push(Block::Plot("hol-penalty-p90.svg".into(), bars(Metric::HolPenaltyP90, "HOL penalty at p90: p90(shared) − p90(separate)").render()));
-            // Per RTT, the penalty against loss: TCP-multiplexed modes should grow, QUIC streams should not.
-            let mut delays: Vec<f64> = runs.iter().filter_map(|r| r.get(Metric::LinkDelay)).collect();
-            delays.sort_by(f64::total_cmp);
-            delays.dedup();
-            if delays.len() > 1 || profiles.len() > 2 {
-                for delay in delays {
-                    let same_delay: Vec<String> =
-                        profiles.iter().filter(|p| runs.iter().any(|r| &r.profile == *p && r.get(Metric::LinkDelay) == Some(delay))).cloned().collect();
-                    let series = metric_vs_loss(experiment, Metric::HolPenaltyP90, runs, &transports, &same_delay, summary);
-                    let rtt = 2.0 * delay;
-                    let chart = line(format!("HOL penalty (p90) vs loss, {rtt} ms RTT"), Metric::HolPenaltyP90, series);
-                    doc.push(Block::Plot(format!("hol-p90-vs-loss-rtt{rtt}.svg"), chart.render()));
-                }
-            }
-        }
+        "hol" => doc.push(Block::Plot("hol-rho.svg".into(), bars(Metric::HolRho, "HOL index ρ = ρ_raw − ρ_null (targeted drops of stream 0's marker)").render())),
         "handshake" => doc.push(Block::Plot("handshake.svg".into(), bars(Metric::Handshake, "Handshake: connect → first message").render())),
         "outage" => {
             doc.push(Block::Plot("outage-gap.svg".into(), bars(Metric::Gap, "Longest gap through the outage").render()));
@@ -292,8 +264,8 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
         "overhead" => {
             let sizes = distinct(runs.iter().map(|r| r.params.get("sizes").map(|s| s.to_string()).unwrap_or_default()).collect::<Vec<_>>().iter().map(String::as_str));
             let chart = BarChart {
-                title: "Wire overhead: IP bytes ÷ payload bytes".into(),
-                y_label: Metric::OverheadRatio.label(),
+                title: "Framing and headers per message: marginal uplink IP bytes − payload, paced".into(),
+                y_label: Metric::OverheadUplinkPaced.label(),
                 groups: sizes.iter().map(|s| format!("{} B", s.trim_matches(['[', ']']))).collect(),
                 series: transports
                     .iter()
@@ -304,7 +276,7 @@ fn figures_for(experiment: &str, runs: &[&RunRecord], summary: &Summary<'_>, doc
                                 let values: Vec<f64> = runs
                                     .iter()
                                     .filter(|r| &r.transport == t && r.params.get("sizes").map(|v| v.to_string()).as_deref() == Some(s) && r.status == RunStatus::Ok)
-                                    .filter_map(|r| r.get(Metric::OverheadRatio))
+                                    .filter_map(|r| r.get(Metric::OverheadUplinkPaced))
                                     .collect();
                                 tlab_results::MeanCi::of(&values)
                             })
@@ -364,30 +336,29 @@ fn mean_where(summary: &Summary<'_>, experiment: &str, transport: &str, param: &
 /// Each claim of the seed article beside what this suite measured (– where the suite did not measure it).
 fn seed_article_claims(summary: &Summary<'_>) -> Vec<Vec<String>> {
     let num = |v: Option<f64>, unit: &str| v.map_or("–".to_string(), |v| format!("{v:.1}{unit}"));
-    let per_message = |t: &str, size: usize| mean_where(summary, "overhead", t, &format!("[{size}]"), Metric::WireBytesPerMessage);
-    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let marginal = |t: &str, size: usize, metric: Metric| mean_where(summary, "overhead", t, &format!("[{size}]"), metric);
+    let difference = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
     let mut rows = Vec::new();
     rows.push(vec![
         "WebSocket frames add only 2–14 bytes per message".into(),
         format!(
-            "ws: {} on the wire per 16-B message and direction (IP + TCP + TLS + WebSocket + our 24-B frame; the WebSocket header itself is 2–14 B by RFC 6455), vs quic {}",
-            num(per_message("ws", 16).map(|b| b / 2.0), " B"),
-            num(per_message("quic", 16).map(|b| b / 2.0), " B")
+            "marginal uplink IP bytes per 16-B message, paced (one per packet): ws − tcp-tls (the same TLS over TCP without WebSocket) = {} (RFC 6455: 2–14 B, a client frame 6 B and up)",
+            num(difference(marginal("ws", 16, Metric::MarginalUplinkPaced), marginal("tcp-tls", 16, Metric::MarginalUplinkPaced)), " B")
         ),
     ]);
     rows.push(vec![
         "SSE's base64 adds ~33 %".into(),
         format!(
-            "sse-h2 / ws-mux wire bytes at 4 KiB: {} (echo: base64 downlink, binary POST uplink — base64 on one direction alone predicts ≈ 1.17)",
-            num(ratio(per_message("sse-h2", 4096), per_message("ws-mux", 4096)), "×")
+            "marginal downlink IP bytes per 1000-B message, paced: (sse-h2 − ws-mux) ÷ 1000 = {} (base64 is 4/3 of the binary frame; the rest is SSE's `data:` lines against WebSocket's header)",
+            num(difference(marginal("sse-h2", 1000, Metric::MarginalDownlinkPaced), marginal("ws-mux", 1000, Metric::MarginalDownlinkPaced)).map(|d| d / 10.0), " %")
         ),
     ]);
     rows.push(vec![
         "Protobuf messages are much smaller than JSON".into(),
         format!(
-            "not measured as such: every tlab transport carries the same binary frame. gRPC (protobuf) per 256-B message and direction: {} vs ws-mux {}",
-            num(per_message("grpc", 256).map(|b| b / 2.0), " B"),
-            num(per_message("ws-mux", 256).map(|b| b / 2.0), " B")
+            "not measured as such: every tlab transport carries the same binary frame. Marginal uplink IP bytes per 256-B message, paced: grpc (protobuf) {} vs ws-mux {}",
+            num(marginal("grpc", 256, Metric::MarginalUplinkPaced), " B"),
+            num(marginal("ws-mux", 256, Metric::MarginalUplinkPaced), " B")
         ),
     ]);
     let outage = |t: &str, m: Metric| mean_where(summary, "outage", t, "", m);
@@ -414,15 +385,22 @@ fn seed_article_claims(summary: &Summary<'_>) -> Vec<Vec<String>> {
             goodput.iter().map(|(t, g)| format!("{t} {g:.0}")).collect::<Vec<_>>().join(", ") + " Mbit/s"
         ),
     ]);
-    let hol = |t: &str| mean_where(summary, "hol", t, "", Metric::HolPenalty).map(|us| us / 1000.0);
+    // The primary design only: one connection, staggered sources, one drop per epoch.
+    let primary = |params: &str| ["\"connections\":\"shared\"", "\"drop_retransmission\":false", "\"phase\":\"staggered\""].iter().all(|p| params.contains(p));
+    let hol = |t: &str| {
+        let rows: Vec<f64> =
+            summary.rows.iter().filter(|r| r.experiment == "hol" && r.transport == t && r.metric == Metric::HolRho.name() && primary(&r.params)).map(|r| r.mean).collect();
+        (!rows.is_empty()).then(|| rows.iter().sum::<f64>() / rows.len() as f64)
+    };
+    let rho = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
     rows.push(vec![
         "HTTP/2 multiplexing removes head-of-line blocking".into(),
         format!(
-            "HOL penalty at 2 % loss (p99 shared − separate): sse-h2 {}, grpc {} (HTTP/2 over TCP) vs h3 {}, quic {} (QUIC streams)",
-            num(hol("sse-h2"), " ms"),
-            num(hol("grpc"), " ms"),
-            num(hol("h3"), " ms"),
-            num(hol("quic"), " ms")
+            "HOL index ρ (share of stream 0's loss recovery the other streams wait, targeted drops): sse-h2 {}, grpc {} (HTTP/2 over TCP) vs h3 {}, quic {} (QUIC streams)",
+            rho(hol("sse-h2")),
+            rho(hol("grpc")),
+            rho(hol("h3")),
+            rho(hol("quic"))
         ),
     ]);
     // The browser's runs (client = "chromium"), as `mean ± CI (n = runs)`.
@@ -517,14 +495,14 @@ mod tests {
             params: r#"{"streams":8}"#.into(),
             transport: "grpc".into(),
             profile: "lossy-2".into(),
-            metric: Metric::HolPenalty.name().into(),
+            metric: Metric::HolRho.name().into(),
             mean: 1500.0,
             ci95: Some(20.0),
             n: 3,
             failed: 0,
         }];
         let csv = summary_csv(&rows);
-        assert_eq!(csv.lines().nth(1).unwrap(), r#"hol,"{""streams"":8}",grpc,lossy-2,hol_penalty_us,1500,20,3,0"#);
+        assert_eq!(csv.lines().nth(1).unwrap(), r#"hol,"{""streams"":8}",grpc,lossy-2,hol_rho,1500,20,3,0"#);
     }
 
     #[test]

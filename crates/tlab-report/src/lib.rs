@@ -3,11 +3,13 @@
 //! penalty, migration timelines, handshake times, wire overhead, datagram delivery, outage recovery. It reads files
 //! only (`manifest.json`, `runs.jsonl`, optional `calibration.json`), so every figure can be regenerated from the
 //! raw results alone. A directory a run did not finish (interrupted, killed, or without a manifest) is reported
-//! too, with its [`Completeness`] at the top.
+//! too, with its [`Completeness`] at the top. Runs whose link missed its tolerance (`link_ok: false`) are flagged
+//! and, unless [`Options::include_unhealthy`], left out of the summaries and figures.
 
 mod completeness;
 mod document;
 mod figures;
+mod health;
 pub mod svg;
 
 use std::path::{Path, PathBuf};
@@ -83,22 +85,40 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ReportError> {
     serde_json::from_str(&text).map_err(|e| ReportError::Format { path, line: 0, message: e.to_string() })
 }
 
+/// What a report keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Keep runs whose link missed its tolerance in the summaries and figures (they are flagged either way).
+    pub include_unhealthy: bool,
+}
+
+/// [`write_with`] the default [`Options`].
+pub fn write(dir: &Path) -> Result<Written, ReportError> {
+    write_with(dir, &Options::default())
+}
+
 /// Writes `summary.csv`, `plots/`, `report.md` and `report.html` into `dir` from its raw results; without a
 /// `manifest.json`, from `runs.jsonl` alone.
-pub fn write(dir: &Path) -> Result<Written, ReportError> {
+pub fn write_with(dir: &Path, options: &Options) -> Result<Written, ReportError> {
     let manifest = match read_manifest(dir) {
         Ok(manifest) => Some(manifest),
         Err(ReportError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let mut runs = read_runs(dir)?;
+    let runs = read_runs(dir)?;
     let completeness = Completeness::of(manifest.as_ref(), &runs);
-    figures::derive_metrics(&mut runs);
     let calibration = std::fs::read_to_string(dir.join("calibration.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let summary = tlab_results::summarize(&runs);
+    let included: Vec<RunRecord> = runs.iter().filter(|r| options.include_unhealthy || r.link_ok()).cloned().collect();
+    let summary = tlab_results::summarize(&included);
     let summary_path = dir.join("summary.csv");
     std::fs::write(&summary_path, figures::summary_csv(&summary)).map_err(io(&summary_path))?;
-    let document = figures::document(&dir.display().to_string(), manifest.as_ref(), &completeness, &runs, &summary, calibration.as_ref());
+    let calibration = health::calibration(&runs, calibration.as_ref());
+    let mut document = figures::document(&dir.display().to_string(), manifest.as_ref(), &completeness, &included, &summary, calibration);
+    if let Some(flag) = health::flag(&runs, options.include_unhealthy) {
+        // Before the first section, after the title, the completeness headline and the run's facts.
+        let first_section = document.blocks.iter().position(|b| matches!(b, Block::Heading(2, _))).unwrap_or(document.blocks.len());
+        document.blocks.insert(first_section, flag);
+    }
     let plots_dir = dir.join("plots");
     std::fs::create_dir_all(&plots_dir).map_err(io(&plots_dir))?;
     let mut plots = Vec::new();

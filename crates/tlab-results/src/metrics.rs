@@ -135,23 +135,6 @@ metrics! {
     OrderViolations = "order_violations", Count, Neither, "latency, ordering, migration, outage, hol", "Messages that arrived after one with a higher seq on the same stream.";
     ReorderDepth = "reorder_depth", Count, Neither, "latency, ordering, migration, outage, hol", "Most higher seqs that arrived before some message of the same stream.";
     DeliveryRatio = "delivery_ratio", Ratio, Neither, "latency, ordering, migration, outage, hol", "Distinct messages received ÷ messages sent.";
-    SharedP50 = "shared_p50_us", Microseconds, OneWay, "hol", "Median one-way latency, K streams on one connection.";
-    SharedP90 = "shared_p90_us", Microseconds, OneWay, "hol", "90th percentile of one-way latency, K streams on one connection.";
-    SharedP99 = "shared_p99_us", Microseconds, OneWay, "hol", "99th percentile of one-way latency, K streams on one connection.";
-    SharedP999 = "shared_p999_us", Microseconds, OneWay, "hol", "99.9th percentile of one-way latency, K streams on one connection.";
-    SharedMax = "shared_max_us", Microseconds, OneWay, "hol", "Largest one-way latency, K streams on one connection.";
-    SharedMean = "shared_mean_us", Microseconds, OneWay, "hol", "Mean one-way latency, K streams on one connection.";
-    SeparateP50 = "separate_p50_us", Microseconds, OneWay, "hol", "Median one-way latency, one connection per stream.";
-    SeparateP90 = "separate_p90_us", Microseconds, OneWay, "hol", "90th percentile of one-way latency, one connection per stream.";
-    SeparateP99 = "separate_p99_us", Microseconds, OneWay, "hol", "99th percentile of one-way latency, one connection per stream.";
-    SeparateP999 = "separate_p999_us", Microseconds, OneWay, "hol", "99.9th percentile of one-way latency, one connection per stream.";
-    SeparateMax = "separate_max_us", Microseconds, OneWay, "hol", "Largest one-way latency, one connection per stream.";
-    SeparateMean = "separate_mean_us", Microseconds, OneWay, "hol", "Mean one-way latency, one connection per stream.";
-    HolPenalty = "hol_penalty_us", Microseconds, OneWay, "hol", "Descriptive: p99(shared) − p99(separate) of one-way latency.";
-    HolPenaltyP90 = "hol_penalty_p90_us", Microseconds, OneWay, "hol", "Descriptive: p90(shared) − p90(separate) of one-way latency (derived by the report).";
-    BaseOneWay = "base_one_way_us", Microseconds, OneWay, "hol", "Fastest one-way latency of the run (shared or separate).";
-    DelayedShareShared = "delayed_share_shared", Ratio, Neither, "hol", "Share of shared-connection messages later than 3 × the base one-way latency (base + 1 RTT).";
-    DelayedShareSeparate = "delayed_share_separate", Ratio, Neither, "hol", "Share of separate-connection messages later than 3 × the base one-way latency (base + 1 RTT).";
     HolRho = "hol_rho", Ratio, Neither, "hol", "HOL index ρ = ρ_raw − ρ_null, mean over dropped epochs: stream 0's lost marker delays the other streams by this share of its recovery R; ≈ 0 for independent streams.";
     HolRhoRaw = "hol_rho_raw", Ratio, Neither, "hol", "Uncorrected ρ_raw = mean_j S_j / R (S_j: largest extra latency of stream j ≠ 0 among its messages scheduled during stream 0's recovery R), mean over dropped epochs.";
     HolRhoNull = "hol_rho_null", Ratio, Neither, "hol", "ρ_null = mean_j N_j(R) / R, mean over dropped epochs (N_j(R): stream j's largest extra latency in a window of length R after a null marker, mean over the run's null epochs): the streams' own latency spread, subtracted from ρ_raw.";
@@ -178,10 +161,6 @@ metrics! {
     QuicHandshakeRtts = "quic_handshake_rtts", Rtts, Neither, "handshake", "quic_handshake_ms ÷ rtt_ms.";
     FirstResponse = "first_response_ms", Milliseconds, Neither, "handshake", "Connect start → first response above transport security: HTTP response headers, WebSocket 101, CONNECT 200 (median over connections).";
     FirstResponseRtts = "first_response_rtts", Rtts, Neither, "handshake", "first_response_ms ÷ rtt_ms.";
-    WireBytes = "wire_bytes", Bytes, Neither, "overhead", "IP bytes the emulator forwarded in both directions during the run, handshake and close included.";
-    PayloadBytes = "payload_bytes", Bytes, Neither, "overhead", "Payload bytes sent plus payload bytes echoed.";
-    OverheadRatio = "overhead_ratio", Ratio, Neither, "overhead", "wire_bytes ÷ payload_bytes.";
-    WireBytesPerMessage = "wire_bytes_per_message", Bytes, Neither, "overhead", "wire_bytes ÷ messages crossing the link (sent plus echoed).";
     MarginalUplinkPaced = "marginal_uplink_paced_bytes", Bytes, Neither, "overhead", "IP bytes client → server one more message costs, (W₂ − W₁)/(N₂ − N₁), paced (one message per packet).";
     MarginalDownlinkPaced = "marginal_downlink_paced_bytes", Bytes, Neither, "overhead", "IP bytes server → client one more (echoed) message costs, paced.";
     MarginalUplinkSaturated = "marginal_uplink_saturated_bytes", Bytes, Neither, "overhead", "IP bytes client → server one more message costs, sent as fast as possible.";
@@ -270,23 +249,17 @@ pub enum Distribution {
     OneWay,
     /// Round trips of echo streams (the client sends on a schedule).
     RoundTrip,
-    /// HOL experiment: one-way latency with K streams on one connection.
-    HolShared,
-    /// HOL experiment: one-way latency with one connection per stream.
-    HolSeparate,
 }
 
 impl Distribution {
     /// Every distribution, in the order of the documentation table.
-    pub const ALL: [Distribution; 4] = [Self::OneWay, Self::RoundTrip, Self::HolShared, Self::HolSeparate];
+    pub const ALL: [Distribution; 2] = [Self::OneWay, Self::RoundTrip];
 
     /// Its descriptor (unit µs; counts per message).
     pub const fn descriptor(self) -> Descriptor {
         let (name, path, experiments, counts) = match self {
             Self::OneWay => ("one_way_latency", Path::OneWay, "latency (source)", "Every received message's one-way latency from its scheduled send time."),
             Self::RoundTrip => ("round_trip_latency", Path::RoundTrip, "latency (echo), ordering, migration, outage", "Every received echo's round trip from its scheduled send time."),
-            Self::HolShared => ("shared_latency", Path::OneWay, "hol", "One-way latency of every message, K streams on one connection."),
-            Self::HolSeparate => ("separate_latency", Path::OneWay, "hol", "One-way latency of every message, one connection per stream."),
         };
         Descriptor { name, unit: Unit::Microseconds, path, experiments, counts }
     }
@@ -302,8 +275,6 @@ impl Distribution {
         let row = match self {
             Self::OneWay => [OneWayP50, OneWayP90, OneWayP99, OneWayP999, OneWayMax, OneWayMean],
             Self::RoundTrip => [RoundTripP50, RoundTripP90, RoundTripP99, RoundTripP999, RoundTripMax, RoundTripMean],
-            Self::HolShared => [SharedP50, SharedP90, SharedP99, SharedP999, SharedMax, SharedMean],
-            Self::HolSeparate => [SeparateP50, SeparateP90, SeparateP99, SeparateP999, SeparateMax, SeparateMean],
         };
         row[stat as usize]
     }
