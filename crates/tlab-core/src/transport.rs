@@ -16,6 +16,16 @@ use crate::milestones::Milestones;
 pub trait MessageSink: Send {
     /// Sends one message; returns once the transport has accepted it (not when the peer received it).
     async fn send(&mut self, msg: Message) -> Result<(), Error>;
+    /// Sends `msgs` in order, each one a message of its own as if sent by [`MessageSink::send`]; returns once the
+    /// transport has accepted all of them. On an error, the messages before the failing one may have been accepted
+    /// and the ones after it were not. The default calls `send` per message; a transport whose library can queue
+    /// many frames and write them out at once overrides it.
+    async fn send_batch(&mut self, msgs: Vec<Message>) -> Result<(), Error> {
+        for msg in msgs {
+            self.send(msg).await?;
+        }
+        Ok(())
+    }
     /// Ends this direction gracefully; the peer's [`MessageSource::recv`] then returns `Ok(None)`.
     async fn finish(&mut self) -> Result<(), Error>;
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::FutureExt as _;
 
 use tlab_core::config::{ResumeFrom, StreamMode, StreamOpen};
 use tlab_core::message::{ControlOp, Message, MessageKind, StreamId};
@@ -86,11 +87,30 @@ impl EchoService {
         let outcome: Result<(), tlab_core::Error> = async {
             match open.mode {
                 StreamMode::Echo => {
-                    while let Some(msg) = source.recv().await? {
-                        match (msg.kind, msg.control_op()) {
-                            (MessageKind::Data, _) => sink.send(msg).await?,
-                            (_, Some(ControlOp::Ping)) => sink.send(Message::control(open.stream, ControlOp::Pong, msg.seq)).await?,
-                            _ => {}
+                    // Each wait for a message is followed by taking what has arrived with it, so echoes go out in
+                    // batches as large as what the transport delivered at once (up to ECHO_BATCH).
+                    while let Some(first) = source.recv().await? {
+                        let mut answers = Vec::new();
+                        answers.extend(echo_answer(open.stream, first));
+                        let mut end = None;
+                        while answers.len() < ECHO_BATCH {
+                            // `recv` is cancel-safe: a poll that finds nothing ready loses nothing.
+                            match source.recv().now_or_never() {
+                                Some(Ok(Some(msg))) => answers.extend(echo_answer(open.stream, msg)),
+                                Some(other) => {
+                                    end = Some(other);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if !answers.is_empty() {
+                            sink.send_batch(answers).await?;
+                        }
+                        match end {
+                            Some(Err(e)) => return Err(e),
+                            Some(Ok(_)) => break,
+                            None => {}
                         }
                     }
                 }
@@ -143,6 +163,18 @@ impl EchoService {
             Outcome::Lost(e) => tracing::debug!(stream = open.stream, session, error = %e, "resumable stream detached"),
             Outcome::Failed(e) => tracing::info!(stream = open.stream, session, error = %e, "resumable stream failed"),
         }
+    }
+}
+
+/// Most echoes written with one [`tlab_core::MessageSink::send_batch`] on a plain echo stream.
+const ECHO_BATCH: usize = 64;
+
+/// What a plain echo stream answers to `msg`: the data message itself, a pong to a ping, nothing to other controls.
+fn echo_answer(stream: StreamId, msg: Message) -> Option<Message> {
+    match (msg.kind, msg.control_op()) {
+        (MessageKind::Data, _) => Some(msg),
+        (_, Some(ControlOp::Ping)) => Some(Message::control(stream, ControlOp::Pong, msg.seq)),
+        _ => None,
     }
 }
 

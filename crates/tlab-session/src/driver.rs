@@ -1,5 +1,5 @@
 //! The one async driver of a [`Session`] on one connection, used by both ends. It never blocks its reader behind its
-//! writer: reading, writing (a batch at a time, on a future that owns the sink), the machine's timer and the
+//! writer: reading, writing (a batch at a time with [`MessageSink::send_batch`], on a future that owns the sink), the machine's timer and the
 //! application's input are branches of one `select!`, so heartbeats and acknowledgements keep flowing while the
 //! peer's receive window is full, and a full outbox only pauses reading (see [`Session::wants_read`]).
 
@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tlab_core::Error;
+use tlab_core::{Error, Message};
 use tlab_core::transport::{MessageSink, MessageStream};
 
 use crate::machine::{Event, Session, Transmit};
@@ -61,20 +61,36 @@ pub enum Outcome {
 
 type WriteFuture = BoxFuture<'static, (Box<dyn MessageSink>, Result<(), Error>)>;
 
+/// Writes `batch` in order: each run of messages with one [`MessageSink::send_batch`], a finish with `finish`.
 fn write_batch(mut sink: Box<dyn MessageSink>, batch: Vec<Transmit>) -> WriteFuture {
     async move {
+        let mut messages = Vec::with_capacity(batch.len());
         for transmit in batch {
-            let result = match transmit {
-                Transmit::Message(msg) => sink.send(msg).await,
-                Transmit::Finish => sink.finish().await,
-            };
-            if let Err(e) = result {
-                return (sink, Err(e));
+            match transmit {
+                Transmit::Message(msg) => messages.push(msg),
+                Transmit::Finish => {
+                    let result = match send_all(&mut sink, &mut messages).await {
+                        Ok(()) => sink.finish().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        return (sink, Err(e));
+                    }
+                }
             }
         }
-        (sink, Ok(()))
+        let result = send_all(&mut sink, &mut messages).await;
+        (sink, result)
     }
     .boxed()
+}
+
+/// Sends and empties `messages` (nothing to do when empty).
+async fn send_all(sink: &mut Box<dyn MessageSink>, messages: &mut Vec<Message>) -> Result<(), Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    sink.send_batch(std::mem::take(messages)).await
 }
 
 fn lock(session: &SharedSession) -> MutexGuard<'_, Session> {

@@ -68,15 +68,29 @@ struct LinkSink {
     limits: Limits,
 }
 
-#[async_trait]
-impl MessageSink for LinkSink {
-    async fn send(&mut self, mut msg: Message) -> Result<(), Error> {
+impl LinkSink {
+    /// The binary message carrying `msg` on this stream, unless the limits or a finished direction refuse it.
+    fn frame(&self, mut msg: Message) -> Result<WsMessage, Error> {
         self.limits.check_size(msg.payload.len())?;
         if self.link.sent_fin.load(Ordering::SeqCst) {
             return Err(Error::Closed(format!("stream {} already finished", self.link.stream)));
         }
         msg.stream = self.link.stream;
-        self.link.writer.send(WsMessage::Binary(encode(&msg))).await
+        Ok(WsMessage::Binary(encode(&msg)))
+    }
+}
+
+#[async_trait]
+impl MessageSink for LinkSink {
+    async fn send(&mut self, msg: Message) -> Result<(), Error> {
+        let frame = self.frame(msg)?;
+        self.link.writer.send(frame).await
+    }
+
+    /// Feeds every message to tungstenite and flushes once.
+    async fn send_batch(&mut self, msgs: Vec<Message>) -> Result<(), Error> {
+        let this = &*self;
+        this.link.writer.send_batch(msgs, |msg| this.frame(msg)).await
     }
 
     async fn finish(&mut self) -> Result<(), Error> {

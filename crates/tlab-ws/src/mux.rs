@@ -213,16 +213,29 @@ struct MuxSink {
     finished: bool,
 }
 
-#[async_trait]
-impl MessageSink for MuxSink {
-    async fn send(&mut self, mut msg: Message) -> Result<(), Error> {
-        let mux = &self.handle.mux;
-        mux.limits.check_size(msg.payload.len())?;
+impl MuxSink {
+    /// The binary message carrying `msg` on this stream, unless the limits or a finished direction refuse it.
+    fn frame(&self, mut msg: Message) -> Result<WsMessage, Error> {
+        self.handle.mux.limits.check_size(msg.payload.len())?;
         if self.finished {
             return Err(Error::Closed(format!("stream {} already finished", self.handle.stream)));
         }
         msg.stream = self.handle.stream;
-        mux.writer.send(WsMessage::Binary(encode(&msg))).await
+        Ok(WsMessage::Binary(encode(&msg)))
+    }
+}
+
+#[async_trait]
+impl MessageSink for MuxSink {
+    async fn send(&mut self, msg: Message) -> Result<(), Error> {
+        let frame = self.frame(msg)?;
+        self.handle.mux.writer.send(frame).await
+    }
+
+    /// Feeds every message to tungstenite and flushes once, holding the connection's writer for the batch.
+    async fn send_batch(&mut self, msgs: Vec<Message>) -> Result<(), Error> {
+        let this = &*self;
+        this.handle.mux.writer.send_batch(msgs, |msg| this.frame(msg)).await
     }
 
     async fn finish(&mut self) -> Result<(), Error> {

@@ -206,6 +206,30 @@ impl Writer {
         self.sink.lock().await.send(msg).await.map_err(map_ws_error)
     }
 
+    /// Sends the WebSocket messages `frame` makes of `msgs`, in order, under one hold of the writer lock: each is
+    /// queued with `feed` (tungstenite writes into its write buffer, and out to the socket only when the buffer is
+    /// full) and all are flushed once. The first message `frame` refuses stops the batch: the ones before it are
+    /// sent, and its error is returned.
+    pub(crate) async fn send_batch(
+        &self,
+        msgs: Vec<Message>,
+        mut frame: impl FnMut(Message) -> Result<WsMessage, Error> + Send,
+    ) -> Result<(), Error> {
+        let mut sink = self.sink.lock().await;
+        let mut refused = Ok(());
+        for msg in msgs {
+            match frame(msg) {
+                Ok(ws) => sink.feed(ws).await.map_err(map_ws_error)?,
+                Err(e) => {
+                    refused = Err(e);
+                    break;
+                }
+            }
+        }
+        sink.flush().await.map_err(map_ws_error)?;
+        refused
+    }
+
     /// Sends one message after running `before` under the writer lock (ordering it against other writers).
     pub(crate) async fn send_after(&self, msg: WsMessage, before: impl FnOnce() + Send) -> Result<(), Error> {
         let mut sink = self.sink.lock().await;
