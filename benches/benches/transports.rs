@@ -1,8 +1,8 @@
 //! Our adapters against the raw libraries, per transport: `throughput/<transport>/{tlab,raw}` (pipelines of
 //! 1000 messages of 256 B, criterion reports elements/s) and `latency/<transport>/{tlab,raw}` (one message and its
-//! echo per iteration; criterion's median is the p50 round trip). The `tlab` side is every reliable mode of the
-//! registry (`tlab_transports::select`), so a new mode is benchmarked without editing this file; the `raw` side is
-//! written per library. `ws-mux` has no raw baseline of its own: raw tokio-tungstenite has no multiplexing, so it
+//! echo per iteration; criterion's median is the p50 round trip). The `tlab` side is every reliable,
+//! bidirectional mode of the registry ([`reliable_bidirectional`]), so a new mode is benchmarked without editing
+//! this file; the `raw` side is written per library. `ws-mux` has no raw baseline of its own: raw tokio-tungstenite has no multiplexing, so it
 //! compares with `ws/raw`. `scripts/bench-ratios.py` prints the ratios.
 
 use std::future::Future;
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use tlab_benches::raw_sse::Http;
-use tlab_benches::{EchoPair, EchoReceiver, EchoSender, raw_grpc, raw_h3, raw_quic, raw_sse, raw_ws, raw_wt, tlab};
-use tlab_core::Requirement;
+use tlab_benches::{
+    EchoPair, EchoReceiver, EchoSender, raw_grpc, raw_h3, raw_quic, raw_sse, raw_ws, raw_wt, reliable_bidirectional, tlab,
+};
 use tokio::runtime::Runtime;
 
 /// Messages per throughput iteration.
@@ -41,8 +42,7 @@ fn bench<S: EchoSender, R: EchoReceiver>(
 
 fn transports(c: &mut Criterion) {
     let rt = Runtime::new().expect("tokio runtime");
-    // The echo workload counts on exact, in-order delivery: the datagram mode is left out.
-    for transport in tlab_transports::select(Requirement::Reliable) {
+    for transport in reliable_bidirectional() {
         bench(c, &rt, transport.name(), "tlab", tlab::pair(&*transport));
     }
     bench(c, &rt, "ws", "raw", raw_ws::pair());

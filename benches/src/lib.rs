@@ -4,12 +4,14 @@
 //! tokio-tungstenite, [`raw_grpc`] tonic, [`raw_sse`] axum + reqwest, [`raw_quic`] quinn, [`raw_h3`] h3 + h3-quinn,
 //! [`raw_wt`] wtransport), both over the same rustls TLS identity and certificate pin. The criterion harness is
 //! `benches/transports.rs` (`cargo bench -p tlab-benches --bench transports`); `scripts/bench-ratios.py` turns its
-//! results into the ratio table of the README.
+//! results into the ratio table of the README. `benches/bulk.rs` (`cargo bench -p tlab-benches --bench bulk`)
+//! measures bulk throughput and CPU per byte of every mode against raw quinn ([`bulk`]).
 //!
 //! A workload is an [`EchoPair`]: a sender that sends message `seq` (256 payload bytes) and a receiver that returns
 //! the `seq` of the next echo. Both sides of a comparison implement the same two traits with static dispatch, so
 //! the harness adds the same (negligible) cost to each.
 
+pub mod bulk;
 pub mod raw_grpc;
 pub mod raw_h3;
 pub mod raw_quic;
@@ -22,8 +24,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tlab_core::frame;
 use tlab_core::tls::{CertPin, Identity};
+use tlab_core::{Requirement, Transport, frame};
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -99,6 +101,14 @@ impl<S: EchoSender, R: EchoReceiver> EchoPair<S, R> {
     }
 }
 
+/// The registry's modes both benchmarks run: reliable (the workloads count on exact, in-order delivery) and
+/// bidirectional (they send client → server; gRPC-Web carries server → client only).
+pub fn reliable_bidirectional() -> Vec<Box<dyn Transport>> {
+    let mut modes = tlab_transports::select(Requirement::Reliable);
+    modes.retain(|mode| mode.capabilities().bidirectional);
+    modes
+}
+
 /// A fresh self-signed identity: the server side's TLS acceptor offering `alpn`, and the pin clients check.
 pub fn server_tls(alpn: &[&[u8]]) -> (TlsAcceptor, CertPin) {
     let identity = Identity::self_signed(&["localhost", "127.0.0.1"]).expect("identity");
@@ -137,9 +147,39 @@ pub fn frame_seq(frame: &[u8]) -> u64 {
     u64::from_be_bytes(frame[8..16].try_into().expect("a frame header"))
 }
 
-/// Takes the first whole frame off a raw client's receive buffer and returns its `seq`; `None` while the frame is
-/// still incomplete. Byte-stream baselines (QUIC, HTTP/3, WebTransport) cut their echoes back into frames this way.
-pub fn take_frame_seq(buf: &mut BytesMut) -> Option<u64> {
+/// A raw client's receive side, read as the chunks of the echoed byte stream.
+pub trait ChunkSource: Send {
+    /// The next chunk; panics on a transport error or end of stream.
+    fn next_chunk(&mut self) -> impl Future<Output = Bytes> + Send;
+}
+
+/// Cuts the byte stream of a [`ChunkSource`] back into frames: byte-stream baselines (QUIC, HTTP/3, WebTransport)
+/// read their echoes this way.
+pub struct FrameReader<C> {
+    source: C,
+    buf: BytesMut,
+}
+
+impl<C: ChunkSource> FrameReader<C> {
+    /// A reader with an empty buffer.
+    pub fn new(source: C) -> Self {
+        Self { source, buf: BytesMut::new() }
+    }
+
+    /// The `seq` of the next whole frame, reading chunks until it is complete.
+    pub async fn next_seq(&mut self) -> u64 {
+        loop {
+            if let Some(seq) = take_frame_seq(&mut self.buf) {
+                return seq;
+            }
+            let chunk = self.source.next_chunk().await;
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+}
+
+/// Takes the first whole frame off `buf` and returns its `seq`; `None` while the frame is still incomplete.
+fn take_frame_seq(buf: &mut BytesMut) -> Option<u64> {
     let header = buf.get(..frame::HEADER_LEN)?;
     let len = frame::HEADER_LEN + u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     if buf.len() < len {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h3_quinn::{RecvStream, SendStream};
 use http::{Request, Response};
 use quinn::Endpoint;
@@ -14,7 +14,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tlab_core::tls::{CertPin, Identity};
 use tlab_core::{Message, frame};
 
-use crate::{EchoPair, EchoReceiver, EchoSender, ServerTask, client_tls, payload, take_frame_seq};
+use crate::{ChunkSource, EchoPair, EchoReceiver, EchoSender, FrameReader, ServerTask, client_tls, payload};
 
 const ALPN: &[u8] = b"h3";
 
@@ -30,22 +30,22 @@ impl EchoSender for Sender {
 /// The client's response body; it also keeps the connection (its last `SendRequest` would close it), both
 /// endpoints and the server alive.
 pub struct Receiver {
-    body: h3::client::RequestStream<RecvStream, Bytes>,
-    buf: BytesMut,
+    body: FrameReader<h3::client::RequestStream<RecvStream, Bytes>>,
     _send_request: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     _endpoints: [Endpoint; 2],
     _server: ServerTask,
 }
 
+impl ChunkSource for h3::client::RequestStream<RecvStream, Bytes> {
+    async fn next_chunk(&mut self) -> Bytes {
+        let mut data = self.recv_data().await.expect("raw h3 recv").expect("raw h3 body ended");
+        data.copy_to_bytes(data.remaining())
+    }
+}
+
 impl EchoReceiver for Receiver {
     async fn recv(&mut self) -> u64 {
-        loop {
-            if let Some(seq) = take_frame_seq(&mut self.buf) {
-                return seq;
-            }
-            let data = self.body.recv_data().await.expect("raw h3 recv").expect("raw h3 body ended");
-            self.buf.put(data);
-        }
+        self.body.next_seq().await
     }
 }
 
@@ -97,8 +97,7 @@ pub async fn pair() -> EchoPair<Sender, Receiver> {
     assert!(response.status().is_success(), "raw h3 status {}", response.status());
     let (send, body) = stream.split();
     let receiver = Receiver {
-        body,
-        buf: BytesMut::new(),
+        body: FrameReader::new(body),
         _send_request: send_request,
         _endpoints: [client, server],
         _server: task,

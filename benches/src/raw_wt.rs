@@ -6,14 +6,14 @@
 
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tlab_core::tls::Identity;
 use tlab_core::{Message, frame};
 use wtransport::endpoint::endpoint_side;
 use wtransport::tls::Sha256Digest;
 use wtransport::{Connection, Endpoint, RecvStream, SendStream};
 
-use crate::{EchoPair, EchoReceiver, EchoSender, ServerTask, payload, take_frame_seq};
+use crate::{ChunkSource, EchoPair, EchoReceiver, EchoSender, FrameReader, ServerTask, payload};
 
 const ALPN: &[u8] = b"h3";
 
@@ -29,22 +29,22 @@ impl EchoSender for Sender {
 
 /// The client's receive half; it also keeps the session, the client endpoint and the server alive.
 pub struct Receiver {
-    recv: RecvStream,
-    buf: BytesMut,
+    frames: FrameReader<RecvStream>,
     session: Connection,
     _endpoint: Endpoint<endpoint_side::Client>,
     _server: ServerTask,
 }
 
+impl ChunkSource for RecvStream {
+    async fn next_chunk(&mut self) -> Bytes {
+        let chunk = self.quic_stream_mut().read_chunk(usize::MAX, true).await.expect("raw wt recv");
+        chunk.expect("raw wt ended").bytes
+    }
+}
+
 impl EchoReceiver for Receiver {
     async fn recv(&mut self) -> u64 {
-        loop {
-            if let Some(seq) = take_frame_seq(&mut self.buf) {
-                return seq;
-            }
-            let chunk = self.recv.quic_stream_mut().read_chunk(usize::MAX, true).await.expect("raw wt recv");
-            self.buf.extend_from_slice(&chunk.expect("raw wt ended").bytes);
-        }
+        self.frames.next_seq().await
     }
 }
 
@@ -90,6 +90,6 @@ pub async fn pair() -> EchoPair<Sender, Receiver> {
     let client = Endpoint::client(config).expect("bind");
     let session = client.connect(format!("https://{addr}/echo")).await.expect("WebTransport session");
     let (send, recv) = session.open_bi().await.expect("open stream").await.expect("stream opened");
-    let receiver = Receiver { recv, buf: BytesMut::new(), session, _endpoint: client, _server: task };
+    let receiver = Receiver { frames: FrameReader::new(recv), session, _endpoint: client, _server: task };
     EchoPair::new(Sender(send), receiver)
 }
