@@ -156,7 +156,9 @@ pub fn page_workload(spec: &ExperimentSpec, mode: &str) -> Option<&'static str> 
         ExperimentSpec::Latency { pattern, streams, .. } if pattern == "echo" => {
             (mode == "ws-mux" || (*streams == 1 && one_of(&["ws", "wt-stream", "wt-datagram"]))).then_some("echo")
         }
-        ExperimentSpec::Latency { streams: 1, .. } => one_of(&["ws", "sse-h1", "sse-h2", "grpc-web"]).then_some("source"),
+        ExperimentSpec::Latency { streams: 1, .. } => {
+            one_of(&["ws", "wt-datagram", "sse-h1", "sse-h2", "grpc-web"]).then_some("source")
+        }
         ExperimentSpec::Outage { .. } => one_of(&["ws", "sse-h1", "sse-h2"]).then_some("outage"),
         ExperimentSpec::ConnectionLimit { .. } => one_of(&["sse-h1", "sse-h2"]).then_some("streams"),
         _ => None,

@@ -1,6 +1,6 @@
 //! Headless Chromium as the client, inside the client namespace of an emulated lossy link (1 % loss each way,
 //! 40 ms RTT): echo on ws, on 3 streams of ws-mux and on wt-stream, a source on sse-h1 (HTTP/2 disabled), sse-h2 and
-//! gRPC-Web, and datagram echo on wt-datagram, through the browser's own WebSocket, WebTransport, EventSource and
+//! gRPC-Web, datagram echo and a datagram source on wt-datagram, through the browser's own WebSocket, WebTransport, EventSource and
 //! fetch. Reliable modes must deliver every message exactly once, in order and intact; datagrams must arrive intact,
 //! most of them.
 
@@ -111,6 +111,12 @@ fn chromium_in_the_client_namespace_through_a_lossy_link() {
     assert_eq!(datagrams.error, None, "wt-datagram: the page failed");
     assert_eq!((datagrams.duplicates, datagrams.corrupt), (0, 0), "wt-datagram: duplicated or corrupted");
     assert!(datagrams.received >= 270, "wt-datagram: {} of 300 echoed at 1 % loss each way", datagrams.received);
+    // A datagram source: the server sends on its schedule after the page's open datagram; one-way, 1 % loss once.
+    let source = browser_run(&link, &identity, "wt-datagram", "source", 300, 1);
+    assert_eq!(source.error, None, "wt-datagram source: the page failed");
+    assert_eq!(source.duplicates, 0, "wt-datagram source: duplicated");
+    assert!(source.received >= 280, "wt-datagram source: {} of 300 at 1 % loss", source.received);
+    assert!(median(&source.latencies_us()) >= 19_000.0, "wt-datagram source: one-way latency below the link's delay");
     let _ = link.stop();
     assert!(failures.is_empty(), "{failures:#?}");
 }

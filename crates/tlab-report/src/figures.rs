@@ -89,6 +89,7 @@ fn headline_metrics(experiment: &str) -> &'static [Metric] {
         "handshake" => &[Handshake, HandshakeRtts, Rtt],
         "overhead" => &[MarginalUplinkPaced, MarginalDownlinkPaced, MarginalUplinkSaturated, MarginalDownlinkSaturated],
         "outage" => &[Gap, RecoveryAfterOutage, Missing, Duplicates, Reconnects],
+        "connection-limit" => &[StalledStreams, StallMax, OneWayP50, Missing],
         _ => &[],
     }
 }
