@@ -96,6 +96,10 @@ enum Command {
         /// traces, in `captures/` (as the suite setting `capture = true`; needs the TUN emulator).
         #[arg(long, conflicts_with = "resume")]
         capture: bool,
+        /// Cells run at once at the start (default: the suite's `concurrency`, else one per core); a cell whose
+        /// link misses its tolerance beside others lowers it and runs again.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
     },
     /// Vary one parameter (loss, delay, streams, size) for chosen transports and plot a metric against it.
     Sweep {
@@ -108,7 +112,7 @@ enum Command {
         /// Transport modes and groups, as in suites: names, `all`, `reliable`, `multiplexed`, ….
         #[arg(long, value_delimiter = ',', required = true)]
         transports: Vec<String>,
-        /// `latency` (p99 one-way latency) or `hol` (HOL penalty).
+        /// `latency` (p99 one-way latency) or `hol` (HOL index ρ by targeted drops; `--messages` does not apply).
         #[arg(long, default_value = "latency")]
         experiment: String,
         /// Messages per stream per point.
@@ -270,11 +274,14 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::List { json } => list(json),
-        Command::Run { suite, shard, out, resume, no_calibration, capture } => tokio::task::spawn_blocking(move || match resume {
-            Some(dir) => run_cmd::resume(&dir, suite.as_deref(), !no_calibration).map(|_| ()),
-            None => {
-                let suite = suite.unwrap_or_else(|| PathBuf::from("experiments/quick.toml"));
-                run_cmd::run(&suite, shard.as_deref(), out, !no_calibration, capture).map(|_| ())
+        Command::Run { suite, shard, out, resume, no_calibration, capture, jobs } => tokio::task::spawn_blocking(move || {
+            let jobs = jobs.map(usize::from);
+            match resume {
+                Some(dir) => run_cmd::resume(&dir, suite.as_deref(), !no_calibration, jobs).map(|_| ()),
+                None => {
+                    let suite = suite.unwrap_or_else(|| PathBuf::from("experiments/quick.toml"));
+                    run_cmd::run(&suite, shard.as_deref(), out, !no_calibration, capture, jobs).map(|_| ())
+                }
             }
         })
         .await?,

@@ -30,10 +30,12 @@ pub fn load_suite(path: &Path) -> anyhow::Result<Suite> {
 }
 
 /// Runs a suite (or one shard), optionally calibrates the emulator, writes the report; returns the directory.
-/// `capture` captures every run as the suite setting `capture = true` does.
-pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bool, capture: bool) -> anyhow::Result<PathBuf> {
+/// `capture` captures every run as the suite setting `capture = true` does; `jobs` overrides the suite's
+/// `concurrency`.
+pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bool, capture: bool, jobs: Option<usize>) -> anyhow::Result<PathBuf> {
     let mut suite = load_suite(path)?;
     suite.capture |= capture;
+    suite.concurrency = jobs.or(suite.concurrency);
     let shard = shard.map(tlab_experiments::suite::parse_shard).transpose().map_err(anyhow::Error::msg)?;
     let out = out.unwrap_or_else(|| match shard {
         Some((i, n)) => PathBuf::from(format!("{}-shard{i}of{n}", default_out(&suite.name).display())),
@@ -48,8 +50,9 @@ pub fn run(path: &Path, shard: Option<&str>, out: Option<PathBuf>, calibrate: bo
 }
 
 /// `tlab run --resume DIR`: runs the cells `dir` is missing with the seeds they were planned with. `suite` defaults
-/// to the manifest's `suite_file`; either way its SHA-256 must match the manifest's.
-pub fn resume(dir: &Path, suite: Option<&Path>, calibrate: bool) -> anyhow::Result<PathBuf> {
+/// to the manifest's `suite_file`; either way its SHA-256 must match the manifest's. `jobs` overrides the suite's
+/// `concurrency`.
+pub fn resume(dir: &Path, suite: Option<&Path>, calibrate: bool, jobs: Option<usize>) -> anyhow::Result<PathBuf> {
     let manifest = tlab_report::read_manifest(dir)
         .with_context(|| format!("{} cannot be resumed without its manifest (the planned cells are unknown)", dir.display()))?;
     if manifest.status == ManifestStatus::Running
@@ -58,7 +61,8 @@ pub fn resume(dir: &Path, suite: Option<&Path>, calibrate: bool) -> anyhow::Resu
         anyhow::bail!("{} is still being written by tlab run (pid {pid})", dir.display());
     }
     let suite_path = suite.map_or_else(|| PathBuf::from(&manifest.suite_file), Path::to_path_buf);
-    let suite = load_suite(&suite_path).with_context(|| format!("loading the suite of {} to resume it", dir.display()))?;
+    let mut suite = load_suite(&suite_path).with_context(|| format!("loading the suite of {} to resume it", dir.display()))?;
+    suite.concurrency = jobs.or(suite.concurrency);
     let done = tlab_report::read_runs(dir)?;
     let missing = tlab_results::missing_cells(&manifest.cells, &done).len();
     eprintln!("resuming {}: {missing} of {} cells missing ({})", dir.display(), manifest.cells.len(), suite.file);
@@ -78,6 +82,19 @@ fn finish(suite: &Suite, out: &Path, finished: &SuiteRun, calibrate: bool) -> an
         std::fs::write(out.join("calibration.json"), serde_json::to_string_pretty(&calibration)?)?;
     }
     report(out, false)?;
+    if let Some(c) = finished.manifest.parts.last().and_then(|p| p.concurrency.as_ref())
+        && let Some(wall_s) = c.wall_s
+    {
+        let backed_off = if c.changes.is_empty() { String::new() } else { format!(", {} changes of it (manifest.json)", c.changes.len()) };
+        eprintln!(
+            "cells took {:.1} min, expected {:.1} min ({:+.0} %); {} at a time at the start, {} at the end{backed_off}",
+            wall_s / 60.0,
+            c.expected_s / 60.0,
+            (wall_s / c.expected_s - 1.0) * 100.0,
+            c.initial,
+            c.last
+        );
+    }
     eprintln!("{} runs, {failed} failed or timed out; results in {}", finished.records.len(), out.display());
     anyhow::ensure!(
         complete,

@@ -30,7 +30,7 @@ pub struct Sweep {
     pub values: Vec<f64>,
     /// Transport modes.
     pub transports: Vec<String>,
-    /// `latency` (p99 one-way) or `hol` (HOL penalty).
+    /// `latency` (p99 one-way) or `hol` (HOL index ρ, targeted drops).
     pub experiment: String,
     /// Messages per stream.
     pub messages: u64,
@@ -42,7 +42,7 @@ pub struct Sweep {
 
 impl Sweep {
     fn metric(&self) -> tlab_results::Metric {
-        if self.experiment == "hol" { tlab_results::Metric::HolPenalty } else { tlab_results::Metric::OneWayP99 }
+        if self.experiment == "hol" { tlab_results::Metric::HolRho } else { tlab_results::Metric::OneWayP99 }
     }
 
     /// The suite text and the profile files it needs.
@@ -55,11 +55,17 @@ impl Sweep {
             self.param, self.metric(), self.param, self.repetitions, self.transports
         )
         .to_lowercase();
+        if self.experiment == "hol" {
+            // Targeted drops need the TUN emulator.
+            suite.push_str("backend = \"tun\"\n");
+        }
         let experiment = |streams: f64, size: f64| {
-            let streams = if self.experiment == "hol" { streams.max(2.0) } else { streams };
+            // HOL runs epochs (one targeted drop each, 10 of them) instead of a message count.
+            let (streams, length) =
+                if self.experiment == "hol" { (streams.max(2.0), "epochs = 10".to_string()) } else { (streams, format!("messages = {}", self.messages)) };
             format!(
-                "\n[[experiment]]\nkind = \"{}\"\nmessages = {}\nsize = {}\nrate_hz = {}\nstreams = {}\n",
-                self.experiment, self.messages, size as usize, self.rate_hz, streams as u32
+                "\n[[experiment]]\nkind = \"{}\"\n{length}\nsize = {}\nrate_hz = {}\nstreams = {}\n",
+                self.experiment, size as usize, self.rate_hz, streams as u32
             )
         };
         match self.param {
@@ -99,7 +105,7 @@ pub fn run(sweep: &Sweep, out: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
     let suite_path = out.join("sweep.toml");
     std::fs::write(&suite_path, &suite_text)?;
-    crate::run_cmd::run(&suite_path, None, Some(out.clone()), false, false)?;
+    crate::run_cmd::run(&suite_path, None, Some(out.clone()), false, false, None)?;
     let runs = tlab_report::read_runs(&out)?;
     let summary = tlab_results::summarize(&runs);
     let x_of = |row: &tlab_results::SummaryRow| -> Option<f64> {

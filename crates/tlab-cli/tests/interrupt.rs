@@ -190,7 +190,7 @@ fn a_killed_run_is_reported_incomplete_and_resumed() {
 
 #[test]
 fn a_second_signal_abandons_the_current_cell() {
-    // Cells of about three seconds, so the second signal lands inside the second cell.
+    // Cells of about three seconds, one at a time, so the second signal lands inside the second cell.
     let suite = r#"
 name = "abandon"
 seed = 12
@@ -198,6 +198,7 @@ repetitions = 3
 transports = ["ws"]
 profiles = ["lan"]
 cell_timeout_s = 30
+concurrency = 1
 
 [[experiment]]
 kind = "latency"

@@ -10,6 +10,7 @@ pub mod hol;
 pub mod overhead;
 pub mod browser;
 pub mod runner;
+pub mod schedule;
 pub mod stack;
 pub mod suite;
 pub mod workload;

@@ -1,13 +1,16 @@
 //! Runs a suite's cells, each with a fresh emulated link: the server on a runtime inside the server namespace, the
 //! client workload on a runtime inside the client namespace, a per-cell timeout, and every run appended to
-//! `runs.jsonl` as soon as it ends (a killed suite loses nothing that finished). `manifest.json` is written before
-//! the first cell (status `running`, the planned cells) and replaced atomically after every cell; an [`Interrupt`]
-//! stops the suite between cells or abandons the current one, leaving status `interrupted`; [`resume_suite`] runs
-//! the cells a directory is missing. Every run records how well its link kept its schedule ([`LinkHealth`], judged
+//! `runs.jsonl` as soon as it ends (a killed suite loses nothing that finished). Independent cells run side by side,
+//! as many at once as [`crate::schedule`] allows (their link health can lower it; a cell whose link missed its
+//! tolerance beside others runs again); when the suite ends `runs.jsonl` is put back in the planned order.
+//! `manifest.json` is written before the first cell (status `running`, the planned cells, the concurrency) and
+//! replaced atomically after every cell; an [`Interrupt`] starts no more cells and lets the running ones finish, or
+//! abandons them, leaving status `interrupted`; [`resume_suite`] runs the cells a directory is missing. Every run records how well its link kept its schedule ([`LinkHealth`], judged
 //! against the suite's `link_tolerance_us`), and an error of the link itself fails the cell with its reason; the
 //! manifest records the binary as it was built ([`BuildInfo`], from [`RunOptions::build`]: not the current
 //! directory's checkout) and the host: CPU governor, steal, and the TCP sysctls and link devices of the first cell.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,8 +26,9 @@ use tlab_netem::capture::CaptureSink;
 use tlab_netem::emulator::{CLIENT_ALT_ADDR, SERVER_ADDR};
 use tlab_netem::health::{CpuTimes, describe_device, tcp_sysctls};
 use tlab_results::{BuildInfo, DeviceRecord, HostInfo, LatenessSummary, LinkHealth};
-use tlab_results::{CellId, Manifest, ManifestPart, ManifestStatus, Metric, ProfileRecord, RunRecord, RunStatus, StackInfo};
+use tlab_results::{CellId, ConcurrencyChange, ConcurrencyRecord, Manifest, ManifestPart, ManifestStatus, Metric, ProfileRecord, RunRecord, RunStatus, StackInfo};
 
+use crate::schedule::{self, Concurrency, Finished, Verdict};
 use crate::stack::{self, AllowedGuard};
 use crate::capture::CellCapture;
 use crate::browser;
@@ -215,7 +219,14 @@ fn open_for_append(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// This process's part of the manifest.
 fn this_part(shard: String) -> ManifestPart {
-    ManifestPart { shard, host: read_trimmed("/proc/sys/kernel/hostname"), started_utc: utc_now(), runs: 0, pid: Some(std::process::id()) }
+    ManifestPart {
+        shard,
+        host: read_trimmed("/proc/sys/kernel/hostname"),
+        started_utc: utc_now(),
+        runs: 0,
+        pid: Some(std::process::id()),
+        concurrency: None,
+    }
 }
 
 /// Replaces `manifest.json` atomically (a temporary file renamed over it), so a kill never leaves half a manifest.
@@ -244,50 +255,160 @@ fn run_cells(
     let identity = Arc::new(Identity::self_signed(&["localhost", &SERVER_ADDR.to_string()])?);
     // Restores the host's allowed list when the suite ends, however `run_cells` returns.
     let allowed = AllowedGuard::new(suite.congestion_control);
-    let started = Instant::now();
     let cpu_at_start = CpuTimes::now().ok();
-    for (done, cell) in cells.iter().enumerate() {
-        if options.interrupt.state() != Stop::No {
-            break;
-        }
-        allowed.ensure();
-        let eta = if done == 0 { String::from("?") } else { format_secs(started.elapsed().as_secs_f64() / done as f64 * (cells.len() - done) as f64) };
-        eprint!(
-            "[{}/{}] eta {eta}  {} {} {} rep {} … ",
-            done + 1,
-            cells.len(),
-            cell.spec.kind(),
-            cell.transport,
-            cell.profile,
-            cell.repetition
-        );
-        let Some((record, info)) = run_cell(suite, cell, &identity, options) else {
-            eprintln!("abandoned");
-            break;
-        };
-        let host = manifest.host.get_or_insert_with(HostInfo::default);
-        host.steal = cpu_at_start.zip(CpuTimes::now().ok()).map(|(start, now)| now.steal_since(&start));
-        if let Some(info) = info {
-            if host.tcp_sysctls.is_empty() {
-                (host.tcp_sysctls, host.devices) = (info.host.tcp_sysctls, info.host.devices);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut concurrency = Concurrency::new(schedule::initial_limit(suite.concurrency, cores, cells.len()));
+    let estimates: Vec<Duration> = cells.iter().map(|c| schedule::expected(c, &suite.profiles[&c.profile])).collect();
+    let expected = schedule::makespan(estimates.iter().copied(), concurrency.limit());
+    eprintln!(
+        "expected duration {} ({} cells, {} at a time; {} one after the other)",
+        format_secs(expected.as_secs_f64()),
+        cells.len(),
+        concurrency.limit(),
+        format_secs(estimates.iter().sum::<Duration>().as_secs_f64())
+    );
+    let part = manifest.parts.last_mut().expect("this process's part");
+    part.concurrency = Some(ConcurrencyRecord {
+        initial: concurrency.limit(),
+        peak: 0,
+        last: concurrency.limit(),
+        changes: Vec::new(),
+        expected_s: expected.as_secs_f64(),
+        wall_s: None,
+    });
+    let started = Instant::now();
+    // Wall time and estimate of the cells recorded so far, to scale the estimate of the rest.
+    let (mut took, mut estimated) = (Duration::ZERO, Duration::ZERO);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| -> Result<(), RunError> {
+        let mut pending: VecDeque<usize> = (0..cells.len()).collect();
+        let mut runs = vec![0u32; cells.len()];
+        // The cells running now (positions in `cells`), each with whether another cell ran beside it.
+        let mut running: Vec<(usize, bool)> = Vec::new();
+        loop {
+            while options.interrupt.state() == Stop::No && running.len() < concurrency.limit() {
+                let Some(i) = pending.pop_front() else { break };
+                allowed.ensure();
+                let beside = !running.is_empty();
+                running.iter_mut().for_each(|(_, shared)| *shared |= beside);
+                running.push((i, beside));
+                runs[i] += 1;
+                let part = manifest.parts.last_mut().and_then(|p| p.concurrency.as_mut()).expect("set above");
+                part.peak = part.peak.max(running.len());
+                let (done_tx, identity) = (done_tx.clone(), &identity);
+                scope.spawn(move || {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_cell(suite, &cells[i], identity, options)));
+                    let _ = done_tx.send((i, result));
+                });
             }
-            manifest.emulator_backend = info.backend;
-            manifest.stack = Some(info.stack);
+            if running.is_empty() {
+                return Ok(());
+            }
+            let (i, result) = done_rx.recv().expect("every running cell reports");
+            let (_, shared) = running.swap_remove(running.iter().position(|(j, _)| *j == i).expect("a running cell"));
+            let cell = &cells[i];
+            let label = format!("{} {} {} rep {}", cell.spec.kind(), cell.transport, cell.profile, cell.repetition);
+            let Some((record, info)) = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic)) else {
+                eprintln!("{label}: abandoned");
+                continue;
+            };
+            let host = manifest.host.get_or_insert_with(HostInfo::default);
+            host.steal = cpu_at_start.zip(CpuTimes::now().ok()).map(|(start, now)| now.steal_since(&start));
+            if let Some(info) = info {
+                if host.tcp_sysctls.is_empty() {
+                    (host.tcp_sysctls, host.devices) = (info.host.tcp_sysctls, info.host.devices);
+                }
+                manifest.emulator_backend = info.backend;
+                manifest.stack = Some(info.stack);
+            }
+            let (next, verdict) = concurrency.after_cell(Finished { link_ok: record.link_ok(), shared, runs: runs[i] });
+            let recorded = manifest.parts.last().map_or(0, |p| p.runs);
+            let part = manifest.parts.last_mut().and_then(|p| p.concurrency.as_mut()).expect("set above");
+            if next.limit() != concurrency.limit() {
+                let unhealthy = !record.link_ok();
+                part.changes.push(ConcurrencyChange {
+                    after_runs: recorded,
+                    from: concurrency.limit(),
+                    to: next.limit(),
+                    unhealthy: unhealthy.then(|| cell_id(cell)),
+                    lateness_p99_us: record.link.as_ref().and_then(|l| l.lateness_p99_us).filter(|_| unhealthy),
+                });
+                eprintln!("concurrency {} from now on (was {})", next.limit(), concurrency.limit());
+            }
+            part.last = next.limit();
+            concurrency = next;
+            if verdict == Verdict::Retry {
+                let p99 = record.link.as_ref().and_then(|l| l.lateness_p99_us).unwrap_or(f64::NAN);
+                eprintln!("{label}: link released packets late (p99 {p99:.0} µs) beside other cells: running it again");
+                // Its files are rewritten by the next run; drop the ones it may not write again.
+                for file in record.messages.iter().chain(&record.drops) {
+                    let _ = std::fs::remove_file(options.out.join(file));
+                }
+                pending.push_front(i);
+                continue;
+            }
+            took += Duration::from_secs_f64(record.duration_s);
+            estimated += estimates[i];
+            let scale = if estimated.is_zero() { 1.0 } else { took.as_secs_f64() / estimated.as_secs_f64() };
+            let rest = schedule::makespan(pending.iter().map(|&j| estimates[j]), concurrency.limit()).as_secs_f64() * scale;
+            let outcome = match &record.error {
+                None => format!("ok ({:.1} s)", record.duration_s),
+                Some(e) => format!("{:?}: {e}", record.status),
+            };
+            eprintln!("[{}/{}] eta {}  {label}: {outcome}", recorded + 1, cells.len(), format_secs(rest));
+            let line = serde_json::to_string(&record).expect("record serializes");
+            writeln!(runs_file, "{line}").and_then(|_| runs_file.flush()).map_err(write_err(&runs_path))?;
+            records.push(record);
+            manifest.parts.last_mut().expect("this process's part").runs += 1;
+            manifest.account(&records, ManifestStatus::Running);
+            write_manifest(&options.out, &manifest)?;
         }
-        match &record.error {
-            None => eprintln!("ok ({:.1} s)", record.duration_s),
-            Some(e) => eprintln!("{:?}: {e}", record.status),
-        }
-        let line = serde_json::to_string(&record).expect("record serializes");
-        writeln!(runs_file, "{line}").and_then(|_| runs_file.flush()).map_err(write_err(&runs_path))?;
-        records.push(record);
-        manifest.parts.last_mut().expect("this process's part").runs += 1;
-        manifest.account(&records, ManifestStatus::Running);
-        write_manifest(&options.out, &manifest)?;
-    }
+    })?;
+    let part = manifest.parts.last_mut().and_then(|p| p.concurrency.as_mut()).expect("set above");
+    part.wall_s = Some(started.elapsed().as_secs_f64());
+    // Cells finish in any order; the directory keeps them in the planned order, so that everything read from it
+    // (summaries, reports) comes out the same whatever ran beside what.
+    let positions = planned_positions(&manifest.cells, records.iter().map(|r| Some(r.cell_id())));
+    let records = in_order(records, positions);
+    write_in_planned_order(&runs_path, &manifest.cells).map_err(write_err(&runs_path))?;
     manifest.account(&records, ManifestStatus::Interrupted);
     write_manifest(&options.out, &manifest)?;
     Ok(SuiteRun { records, manifest })
+}
+
+/// For each of `runs` (the cell each one ran, if known), the position in `planned` of its cell: each planned cell
+/// pairs with one run, as in [`tlab_results::missing_cells`]; `usize::MAX` for a run of no planned cell.
+fn planned_positions(planned: &[CellId], runs: impl Iterator<Item = Option<CellId>>) -> Vec<usize> {
+    let mut taken = vec![false; planned.len()];
+    runs.map(|id| match id.and_then(|id| (0..planned.len()).find(|&i| !taken[i] && planned[i] == id)) {
+        Some(i) => {
+            taken[i] = true;
+            i
+        }
+        None => usize::MAX,
+    })
+    .collect()
+}
+
+/// `items` in the order of their `positions` (stable: equal positions keep their order).
+fn in_order<T>(items: impl IntoIterator<Item = T>, positions: Vec<usize>) -> Vec<T> {
+    let mut keyed: Vec<(usize, T)> = positions.into_iter().zip(items).collect();
+    keyed.sort_by_key(|(position, _)| *position);
+    keyed.into_iter().map(|(_, item)| item).collect()
+}
+
+/// Rewrites `runs.jsonl` (atomically, line by line as written) in the order of `planned`; lines of no planned cell
+/// keep their order at the end. Leaves a file already in that order untouched.
+fn write_in_planned_order(path: &Path, planned: &[CellId]) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let positions = planned_positions(planned, lines.iter().map(|l| serde_json::from_str::<RunRecord>(l).ok().map(|r| r.cell_id())));
+    if positions.is_sorted() {
+        return Ok(());
+    }
+    let temporary = path.with_extension("jsonl.tmp");
+    std::fs::write(&temporary, in_order(lines, positions).into_iter().map(|line| format!("{line}\n")).collect::<String>())?;
+    std::fs::rename(&temporary, path)
 }
 
 /// What the manifest records about the links that ran.
@@ -612,6 +733,23 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{after}{{\"c\":3}}\n"), "{before:?}");
         }
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn runs_are_put_back_in_the_planned_order() {
+        let id = |repetition: u32| CellId {
+            experiment: "latency".into(),
+            params: Default::default(),
+            transport: "ws".into(),
+            profile: "clean".into(),
+            repetition,
+            seed: u64::from(repetition),
+        };
+        let planned = [id(0), id(1), id(1), id(2)];
+        let runs = [Some(id(2)), Some(id(1)), None, Some(id(1)), Some(id(0)), Some(id(1))];
+        let positions = planned_positions(&planned, runs.into_iter());
+        assert_eq!(positions, [3, 1, usize::MAX, 2, 0, usize::MAX], "a cell planned twice pairs with two runs, no more");
+        assert_eq!(in_order(["c", "b1", "x", "b2", "a", "y"], positions), ["a", "b1", "b2", "c", "x", "y"]);
     }
 
     #[test]

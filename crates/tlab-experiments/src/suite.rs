@@ -12,6 +12,7 @@
 //! link_tolerance_us = 1000            # p99 release lateness above which a run's link is marked unhealthy
 //! congestion_control = "cubic"       # cubic | newreno | bbr: kernel TCP in both namespaces and quinn on both ends
 //! capture = false                    # per run: pcap of both sides of the link, TLS key log, qlog (TUN backend)
+//! concurrency = 2                    # cells at once (default: one per core; `tlab run --jobs` overrides), see `crate::schedule`
 //! client = "native"                  # native | chromium (the browser's own APIs, see `crate::browser`)
 //!
 //! [[experiment]]
@@ -168,6 +169,8 @@ struct RawSuite {
     congestion_control: Option<String>,
     #[serde(default)]
     capture: bool,
+    #[serde(default)]
+    concurrency: Option<usize>,
     #[serde(default)]
     client: Client,
     #[serde(rename = "experiment")]
@@ -566,6 +569,9 @@ pub struct Suite {
     /// Whether every run keeps a packet capture of both sides of its link, a TLS key log and qlog traces (files in
     /// `captures/`, listed in its record; off by default for their size). `tlab run --capture` turns it on.
     pub capture: bool,
+    /// Cells run at once at the start (`None`: one per core); link health may lower it (`crate::schedule`).
+    /// `tlab run --jobs N` sets it.
+    pub concurrency: Option<usize>,
     /// The suite file's path as given and its text (recorded in the manifest).
     pub file: String,
     /// The suite file's contents.
@@ -633,6 +639,9 @@ impl Suite {
         }
         if raw.experiments.is_empty() {
             return Err(invalid("experiment".into(), "the suite has no [[experiment]]".into()));
+        }
+        if raw.concurrency == Some(0) {
+            return Err(invalid("concurrency".into(), "must be at least 1 (leave it out for one cell per core)".into()));
         }
         let congestion_control = match &raw.congestion_control {
             None => CongestionControl::default(),
@@ -722,6 +731,7 @@ impl Suite {
             link_tolerance_us: raw.link_tolerance_us,
             congestion_control,
             capture: raw.capture,
+            concurrency: raw.concurrency,
             file,
             text: text.to_string(),
             profiles,

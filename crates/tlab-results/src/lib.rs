@@ -22,6 +22,6 @@ pub use histogram::{LatencyHistogram, Percentiles};
 pub use metrics::{Descriptor, Distribution, Metric, Path, Stat, Unit, markdown_table};
 pub use provenance::{BuildInfo, DEFAULT_LINK_TOLERANCE_US, DeviceRecord, HostInfo, LatenessSummary, LinkHealth};
 pub use records::{CsvRecord, DropRecord, MessageRecord, RecordsError, decode_csv_gz, encode_csv_gz};
-pub use schema::{CellId, Manifest, ManifestPart, ManifestStatus, ProfileRecord, RunRecord, RunStatus, SummaryRow, missing_cells, summarize};
+pub use schema::{CellId, ConcurrencyChange, ConcurrencyRecord, Manifest, ManifestPart, ManifestStatus, ProfileRecord, RunRecord, RunStatus, SummaryRow, missing_cells, summarize};
 pub use stack::{Http2Windows, QuicStack, SideStack, StackInfo, TcpStack};
 pub use stats::{MeanCi, student_t_975};

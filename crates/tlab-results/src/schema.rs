@@ -282,6 +282,46 @@ pub struct ManifestPart {
     /// Process id of the `tlab run` (with `host`, tells a run in progress from a killed one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// How many cells it ran at once, and how long it was expected to take and took (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyRecord>,
+}
+
+/// How many cells one `tlab run` ran at once: where it started, every change link health made, what it reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencyRecord {
+    /// Cells allowed at once at the start (`--jobs`, the suite's `concurrency`, or one per core), also the most
+    /// ever allowed.
+    pub initial: usize,
+    /// Most cells that actually ran at once.
+    pub peak: usize,
+    /// Cells allowed at once when the part ended (or was last written).
+    pub last: usize,
+    /// Every change of the limit, in order.
+    pub changes: Vec<ConcurrencyChange>,
+    /// The wall time the part's cells were expected to take at `initial` cells at once, seconds.
+    pub expected_s: f64,
+    /// The wall time they took, seconds (absent while the part runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_s: Option<f64>,
+}
+
+/// One change of the number of cells allowed at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencyChange {
+    /// Runs the part had recorded when the limit changed.
+    pub after_runs: usize,
+    /// The limit before.
+    pub from: usize,
+    /// The limit after.
+    pub to: usize,
+    /// For a back-off: the cell whose link missed its tolerance while other cells ran (its run was dropped and the
+    /// cell ran again); absent when healthy cells raised the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<CellId>,
+    /// That run's p99 release lateness, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness_p99_us: Option<f64>,
 }
 
 /// Whether a results directory holds every planned cell.
