@@ -14,6 +14,8 @@ transports = ["ws-mux"]
 profiles = ["wan-50ms"]
 cell_timeout_s = 30
 link_tolerance_us = 1000
+# One cell at a time: beside another cell, an unhealthy cell would be run again (crate::schedule), healthy.
+concurrency = 1
 
 [[experiment]]
 kind = "latency"

@@ -257,7 +257,9 @@ fn run_cells(
     let allowed = AllowedGuard::new(suite.congestion_control);
     let cpu_at_start = CpuTimes::now().ok();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut concurrency = Concurrency::new(schedule::initial_limit(suite.concurrency, cores, cells.len()));
+    // A capture's TLS key log is process-wide for its cell, so a capturing suite runs its cells one at a time.
+    let requested = if suite.capture { Some(1) } else { suite.concurrency };
+    let mut concurrency = Concurrency::new(schedule::initial_limit(requested, cores, cells.len()));
     let estimates: Vec<Duration> = cells.iter().map(|c| schedule::expected(c, &suite.profiles[&c.profile])).collect();
     let expected = schedule::makespan(estimates.iter().copied(), concurrency.limit());
     eprintln!(
