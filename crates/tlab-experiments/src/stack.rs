@@ -168,15 +168,14 @@ pub fn side(tcp: TcpStack, algorithm: CongestionControl, client: bool) -> SideSt
 mod tests {
     use super::*;
 
-    fn root() -> bool {
-        nix::unistd::Uid::effective().is_root()
+    /// These tests change namespaces and the host's allowed list: they need root, as CI has.
+    fn assert_root() {
+        assert!(nix::unistd::Uid::effective().is_root(), "needs root (network namespaces, host sysctls); CI runs as root");
     }
 
     #[test]
     fn an_algorithm_the_kernel_lacks_fails_with_a_clear_error() {
-        if !root() {
-            return eprintln!("skipped: needs root for network namespaces");
-        }
+        assert_root();
         let ns = NetNs::new("client").unwrap();
         let err = apply_tcp(&ns, "client", "tlab-no-such-cc").unwrap_err();
         assert!(err.contains("tlab-no-such-cc") && err.contains("client namespace"), "{err}");
@@ -185,9 +184,7 @@ mod tests {
 
     #[test]
     fn the_guard_allows_every_algorithm_and_restores_the_host() {
-        if !root() {
-            return eprintln!("skipped: needs root to change the host's allowed list");
-        }
+        assert_root();
         let before = std::fs::read_to_string(ALLOWED).unwrap();
         for algorithm in CongestionControl::ALL {
             let guard = AllowedGuard::new(algorithm);

@@ -25,9 +25,7 @@ fn documented() -> BTreeMap<String, f64> {
 
 #[test]
 fn every_mode_takes_its_documented_round_trips_to_the_first_byte() {
-    if !nix::unistd::Uid::effective().is_root() {
-        return eprintln!("skipped: needs root for network namespaces");
-    }
+    assert!(nix::unistd::Uid::effective().is_root(), "needs root for network namespaces (CI runs as root)");
     let expected = documented();
     let catalogue = tlab_transports::catalogue();
     assert!(expected.len() >= 10, "the table lists the modes: {expected:?}");
@@ -43,6 +41,8 @@ transports = [{}]
 profiles = ["rtt-50.toml"]
 congestion_control = "newreno"
 cell_timeout_s = 60
+# Timing: one cell at a time, so that no other cell's forwarder competes for the two cores.
+concurrency = 1
 [[experiment]]
 kind = "handshake"
 connections = 7
@@ -96,7 +96,8 @@ connections = 7
         assert!((rtts - want).abs() <= 0.4, "{mode}: {rtts:.2} RTTs, docs/RESULTS.md expects {want}");
     }
     for (quic, tcp) in [("h3", "sse-h2"), ("h3", "grpc"), ("quic", "tcp-tls")] {
-        assert!(measured[quic] <= measured[tcp] - 0.8, "{quic} {:.2} vs {tcp} {:.2}", measured[quic], measured[tcp]);
+        // One round trip ahead, give or take the same scheduling noise as above.
+        assert!(measured[quic] <= measured[tcp] - 0.6, "{quic} {:.2} vs {tcp} {:.2}", measured[quic], measured[tcp]);
     }
     assert_eq!(run.manifest.congestion_control, "newreno");
     std::fs::remove_dir_all(&dir).unwrap();
