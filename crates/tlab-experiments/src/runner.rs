@@ -323,7 +323,12 @@ fn run_cells(
                 manifest.emulator_backend = info.backend;
                 manifest.stack = Some(info.stack);
             }
-            let (next, verdict) = concurrency.after_cell(Finished { link_ok: record.link_ok(), shared, runs: runs[i] });
+            let (next, verdict) = concurrency.after_cell(Finished {
+                link_ok: record.link_ok(),
+                shared,
+                runs: runs[i],
+                took: Duration::from_secs_f64(record.duration_s),
+            });
             let recorded = manifest.parts.last().map_or(0, |p| p.runs);
             let part = manifest.parts.last_mut().and_then(|p| p.concurrency.as_mut()).expect("set above");
             if next.limit() != concurrency.limit() {

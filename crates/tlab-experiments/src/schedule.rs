@@ -5,8 +5,8 @@
 //! What they share is the CPU: a forwarder that does not get a core in time releases packets late, and the run's
 //! link health shows it (`link_ok`). So the runner starts [`initial_limit`] cells at once and lets each cell's
 //! health steer ([`Concurrency::after_cell`]): a cell whose link missed its tolerance while other cells ran beside
-//! it halves the limit and runs again; a long enough run of healthy cells raises the limit by one again, never above
-//! where it started.
+//! it halves the limit and runs again; healthy cells for long enough in a row raise the limit by one again, never
+//! above where it started.
 //!
 //! [`expected`] is a cell's expected wall time from its parameters (the workload's own schedule, its connection
 //! set-up in RTTs of the profile, and [`CELL_OVERHEAD`]); [`makespan`] lays those out on the limit's slots.
@@ -29,8 +29,9 @@ const BROWSER_START: Duration = Duration::from_secs(1);
 /// need fewer, WebTransport as many).
 const CONNECT_RTTS: u32 = 4;
 
-/// Healthy cells in a row after which a lowered limit goes up by one.
-pub const RECOVER_AFTER: usize = 20;
+/// Wall time of healthy cells in a row after which a lowered limit goes up by one (time, not a count: one HOL cell
+/// lasts as long as thirty latency cells).
+pub const RECOVER_AFTER: Duration = Duration::from_secs(30);
 
 /// How often a cell runs at most when its link keeps missing the tolerance beside other cells; its last run is
 /// kept as it is.
@@ -86,6 +87,8 @@ pub struct Finished {
     pub shared: bool,
     /// How often this cell has run, this run included.
     pub runs: u32,
+    /// How long this run took.
+    pub took: Duration,
 }
 
 /// What to do with a cell that finished.
@@ -102,14 +105,15 @@ pub enum Verdict {
 pub struct Concurrency {
     limit: usize,
     ceiling: usize,
-    healthy_in_a_row: usize,
+    /// Wall time of the healthy cells since the last unhealthy one or change of the limit.
+    healthy_for: Duration,
 }
 
 impl Concurrency {
     /// Starts at `initial` cells at once, which is also the most it will allow.
     pub fn new(initial: usize) -> Self {
         let initial = initial.max(1);
-        Self { limit: initial, ceiling: initial, healthy_in_a_row: 0 }
+        Self { limit: initial, ceiling: initial, healthy_for: Duration::ZERO }
     }
 
     /// Cells allowed at once now.
@@ -119,22 +123,22 @@ impl Concurrency {
 
     /// The decision after a cell finished: the next state and what to do with the cell. A link that missed its
     /// tolerance while other cells ran halves the limit (at least 1) and the cell runs again, up to [`MAX_RUNS`]
-    /// times; one that missed it alone says nothing about concurrency and is kept. [`RECOVER_AFTER`] healthy cells
-    /// in a row raise a lowered limit by one.
+    /// times; one that missed it alone says nothing about concurrency and is kept. Healthy cells for
+    /// [`RECOVER_AFTER`] in a row raise a lowered limit by one.
     pub fn after_cell(self, finished: Finished) -> (Self, Verdict) {
         match (finished.link_ok, finished.shared) {
             (true, _) => {
-                let healthy = self.healthy_in_a_row + 1;
+                let healthy = self.healthy_for + finished.took;
                 if self.limit < self.ceiling && healthy >= RECOVER_AFTER {
-                    (Self { limit: self.limit + 1, healthy_in_a_row: 0, ..self }, Verdict::Keep)
+                    (Self { limit: self.limit + 1, healthy_for: Duration::ZERO, ..self }, Verdict::Keep)
                 } else {
-                    (Self { healthy_in_a_row: healthy, ..self }, Verdict::Keep)
+                    (Self { healthy_for: healthy, ..self }, Verdict::Keep)
                 }
             }
-            (false, false) => (Self { healthy_in_a_row: 0, ..self }, Verdict::Keep),
+            (false, false) => (Self { healthy_for: Duration::ZERO, ..self }, Verdict::Keep),
             (false, true) => {
                 let verdict = if finished.runs < MAX_RUNS { Verdict::Retry } else { Verdict::Keep };
-                (Self { limit: (self.limit / 2).max(1), healthy_in_a_row: 0, ..self }, verdict)
+                (Self { limit: (self.limit / 2).max(1), healthy_for: Duration::ZERO, ..self }, verdict)
             }
         }
     }
@@ -144,8 +148,9 @@ impl Concurrency {
 mod tests {
     use super::*;
 
+    /// A cell of one second.
     fn finished(link_ok: bool, shared: bool, runs: u32) -> Finished {
-        Finished { link_ok, shared, runs }
+        Finished { link_ok, shared, runs, took: Duration::from_secs(1) }
     }
 
     #[test]
@@ -169,20 +174,25 @@ mod tests {
     fn healthy_cells_raise_a_lowered_limit_step_by_step_up_to_the_start() {
         let (mut state, _) = Concurrency::new(3).after_cell(finished(false, true, 1));
         assert_eq!(state.limit(), 1);
+        let cells = RECOVER_AFTER.as_secs() as usize;
         let mut limits = Vec::new();
-        for _ in 0..3 * RECOVER_AFTER {
+        for _ in 0..3 * cells {
             let (next, verdict) = state.after_cell(finished(true, true, 1));
             assert_eq!(verdict, Verdict::Keep);
             state = next;
             limits.push(state.limit());
         }
-        assert_eq!(limits[RECOVER_AFTER - 2], 1);
-        assert_eq!(limits[RECOVER_AFTER - 1], 2, "one step after {RECOVER_AFTER} healthy cells");
-        assert_eq!(limits[2 * RECOVER_AFTER - 1], 3);
+        assert_eq!(limits[cells - 2], 1);
+        assert_eq!(limits[cells - 1], 2, "one step after {RECOVER_AFTER:?} of healthy cells");
+        assert_eq!(limits[2 * cells - 1], 3);
         assert_eq!(*limits.last().unwrap(), 3, "never above the start");
-        // An unhealthy cell alone resets the count.
+        // One long healthy cell counts as much as many short ones.
         let (state, _) = Concurrency::new(2).after_cell(finished(false, true, 1));
-        let mut state = (0..RECOVER_AFTER - 1).fold(state, |s, _| s.after_cell(finished(true, false, 1)).0);
+        let (state, _) = state.after_cell(Finished { took: RECOVER_AFTER, ..finished(true, false, 1) });
+        assert_eq!(state.limit(), 2);
+        // An unhealthy cell alone starts the count again.
+        let (state, _) = Concurrency::new(2).after_cell(finished(false, true, 1));
+        let mut state = (0..cells - 1).fold(state, |s, _| s.after_cell(finished(true, false, 1)).0);
         state = state.after_cell(finished(false, false, 1)).0;
         state = state.after_cell(finished(true, false, 1)).0;
         assert_eq!(state.limit(), 1);
