@@ -442,6 +442,8 @@ impl ExperimentSpec {
         match self {
             Self::Latency { pattern, .. } if pattern == "source" => &[],
             Self::ConnectionLimit { .. } => &[],
+            // Marginal bytes need every echo to arrive (crate::overhead).
+            Self::Overhead { .. } => &[Requirement::Bidirectional, Requirement::Reliable],
             _ => &[Requirement::Bidirectional],
         }
     }
@@ -801,8 +803,9 @@ transports = ["all"]
     #[test]
     fn matrix_expands_experiments_profiles_transports_repetitions() {
         let suite = parse(GOOD).unwrap();
-        // latency: 2 profiles × 2 transports × 2 reps = 8; overhead: 3 sizes × 1 profile × 4 transports × 2 reps = 24.
-        assert_eq!(suite.cells.len(), 32);
+        // latency: 2 profiles × 2 transports × 2 reps = 8; overhead: 3 sizes × 1 profile × 3 transports (not the
+        // datagram mode: overhead needs reliable delivery) × 2 reps = 18.
+        assert_eq!(suite.cells.len(), 26);
         assert_eq!(suite.profiles.len(), 2);
         let seeds: std::collections::HashSet<u64> = suite.cells.iter().map(|c| c.seed).collect();
         assert_eq!(seeds.len(), suite.cells.len(), "every cell and repetition has its own seed");
@@ -910,14 +913,19 @@ transports = ["all"]
 
     #[test]
     fn suite_groups_reach_the_cells() {
-        let text = GOOD.replace("[\"ws\", \"grpc\"]", "[\"reliable\"]").replace("transports = [\"all\"]", "transports = [\"datagram\"]");
+        let text = GOOD.replace("[\"ws\", \"grpc\"]", "[\"reliable\"]").replace("transports = [\"all\"]", "transports = [\"ordered\"]");
         let suite = parse(&text).unwrap();
         let of = |kind: &str| {
             let mut t: Vec<_> = suite.cells.iter().filter(|c| c.spec.kind() == kind).map(|c| c.transport.as_str()).collect();
             t.dedup();
             t
         };
-        assert_eq!(of("overhead"), ["wt-datagram"]);
+        let overhead: std::collections::BTreeSet<_> = of("overhead").into_iter().collect();
+        assert_eq!(overhead, ["grpc", "quic", "ws"].into_iter().collect());
+        // A group that leaves an experiment no mode that can run it is refused, naming the field.
+        let datagram_only = GOOD.replace("transports = [\"all\"]", "transports = [\"datagram\"]");
+        let refused = parse(&datagram_only).unwrap_err().to_string();
+        assert!(refused.contains("experiment[2].transports") && refused.contains("overhead"), "{refused}");
         let latency: std::collections::BTreeSet<_> = of("latency").into_iter().collect();
         assert_eq!(latency, ["grpc", "quic", "ws"].into_iter().collect());
     }
