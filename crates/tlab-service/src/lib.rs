@@ -156,9 +156,10 @@ impl EchoService {
         *entry.touched.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let session = format!("{:x}", resume.session);
         match outcome {
-            Outcome::Closed => {
-                self.resumable.lock().unwrap_or_else(|p| p.into_inner()).remove(&(resume.session, open.stream));
-            }
+            // Written is not received: the connection may die before the client has our last echoes and our end,
+            // and its reopen must still find the stream (which then resends them and ends again). So the state
+            // stays, detached, until the resume window forgets it.
+            Outcome::Closed => lock(&entry.session).detach(),
             Outcome::Superseded => tracing::debug!(stream = open.stream, session, "resumed on a newer connection"),
             Outcome::Lost(e) => tracing::debug!(stream = open.stream, session, error = %e, "resumable stream detached"),
             Outcome::Failed(e) => tracing::info!(stream = open.stream, session, error = %e, "resumable stream failed"),
