@@ -28,6 +28,8 @@ for mode in $modes; do
     out=$(mktemp)
     "$tlab" serve --transport "$mode" --listen 127.0.0.1:0 --token rel >"$out" 2>/dev/null &
     server=$!
+    # End the server (by its PID) however this iteration ends.
+    trap 'kill "$server" 2>/dev/null || true' EXIT
     for _ in $(seq 50); do [ -s "$out" ] && break; sleep 0.1; done
     url=$(head -1 "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
     if report=$(timeout 600 "$tlab" client --transport "$mode" --connect "$url" --token rel --insecure --resilient \
