@@ -75,8 +75,9 @@ impl Service<Uri> for TlsDialer {
     }
 }
 
-/// Connects the one HTTP/2 channel of a [`GrpcConnection`].
-pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
+/// What both gRPC clients (native and gRPC-Web) open first: the one HTTP/2 channel through our pinned TLS dialer,
+/// the `authorization` value every call carries, and the dialer's milestones.
+pub(crate) async fn open_channel(config: &ClientConfig) -> Result<(Channel, AsciiMetadataValue, MilestoneLog), Error> {
     let (addr, _path) = config.authority_and_path()?;
     let tls = TlsConnector::from(Arc::new(tlab_core::tls::client_config(&config.pin, &[ALPN_H2])?));
     let auth: AsciiMetadataValue = format!("Bearer {}", config.token)
@@ -94,6 +95,12 @@ pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>,
             .await
             .map_err(|_| Error::Timeout(format!("connect to {addr}")))?
             .map_err(|e| connect_failure(addr, &e))?;
+    Ok((channel, auth, milestones))
+}
+
+/// Connects the one HTTP/2 channel of a [`GrpcConnection`].
+pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
+    let (channel, auth, milestones) = open_channel(&config).await?;
     let client =
         TransportClient::new(channel).max_decoding_message_size(config.limits.max_message_size + FRAME_OVERHEAD);
     Ok(Box::new(GrpcConnection {

@@ -10,17 +10,16 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use tlab_core::milestones::{MilestoneLog, Step};
 use tlab_core::{ClientConfig, Connection, Error, Limits, MessageStream, Milestones, StreamMode, StreamOpen};
-use tokio_rustls::TlsConnector;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_web::{GrpcWebCall, GrpcWebClientService};
 
-use crate::client::{NoRequests, ResponseSource, TlsDialer, connect_failure};
+use crate::client::{NoRequests, ResponseSource, open_channel};
 use crate::proto::SourceRequest;
 use crate::proto::transport_client::TransportClient;
-use crate::wire::{ALPN_H2, FRAME_OVERHEAD, StreamSlot, error_from_status};
+use crate::wire::{FRAME_OVERHEAD, StreamSlot, error_from_status};
 
 /// The channel under tonic-web's translation: the translated body goes out as the channel's own body type.
 #[derive(Clone)]
@@ -44,21 +43,7 @@ type WebClient = TransportClient<GrpcWebClientService<WebChannel>>;
 
 /// Connects the HTTP/2 connection of a [`GrpcWebConnection`].
 pub(crate) async fn connect(config: ClientConfig) -> Result<Box<dyn Connection>, Error> {
-    let (addr, _path) = config.authority_and_path()?;
-    let tls = TlsConnector::from(Arc::new(tlab_core::tls::client_config(&config.pin, &[ALPN_H2])?));
-    let auth: AsciiMetadataValue = format!("Bearer {}", config.token)
-        .parse()
-        .map_err(|_| Error::Config("the token is not valid in an HTTP header".into()))?;
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::Config(e.to_string()))?
-        .connect_timeout(config.connect_timeout);
-    let dialer = TlsDialer::new(addr, tls);
-    let milestones = dialer.milestones.clone();
-    let channel =
-        tokio::time::timeout(config.connect_timeout, endpoint.connect_with_connector(dialer))
-            .await
-            .map_err(|_| Error::Timeout(format!("connect to {addr}")))?
-            .map_err(|e| connect_failure(addr, &e))?;
+    let (channel, auth, milestones) = open_channel(&config).await?;
     let client = TransportClient::new(GrpcWebClientService::new(WebChannel(channel)))
         .max_decoding_message_size(config.limits.max_message_size + FRAME_OVERHEAD);
     Ok(Box::new(GrpcWebConnection {
